@@ -1,0 +1,1 @@
+"""Downstream evaluation on exported embeddings (numpy + scikit-learn; never imports jax)."""

@@ -1,0 +1,1 @@
+"""Flax NNX models: the EffNet-1D encoder and the three-modality SleepFM model."""

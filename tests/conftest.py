@@ -1,0 +1,39 @@
+"""Test-wide settings.
+
+Eight simulated CPU devices are configured before jax is first used, so that sharding tests can
+build 8-device meshes; single-device code still runs on device 0.
+"""
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "psg-real"
+SC4001_PSG = REAL_DATA / "sleep-edfx" / "sleep-cassette" / "SC4001E0-PSG.edf"
+SC4001_HYP = REAL_DATA / "sleep-edfx" / "sleep-cassette" / "SC4001EC-Hypnogram.edf"
+SLPDB = REAL_DATA / "slpdb-annotations-only"
+
+
+def require_real_data(path: pathlib.Path) -> pathlib.Path:
+  """Returns `path`, or skips the test when the shared real data is absent (never under CI)."""
+  if path.exists():
+    return path
+  if os.environ.get("CI"):
+    raise FileNotFoundError(f"real PSG data missing under CI: {path}")
+  pytest.skip(f"real PSG data not present: {path}")
+  return path  # unreachable
+
+
+@pytest.fixture(scope="session")
+def sc4001():
+  """Paths of the real Sleep-EDF SC4001 PSG and hypnogram files."""
+  return require_real_data(SC4001_PSG), require_real_data(SC4001_HYP)
+
+
+@pytest.fixture(scope="session")
+def slpdb_dir():
+  return require_real_data(SLPDB)
