@@ -1,0 +1,121 @@
+"""Pretraining configs: ``--config=experiments/configs/pretrain.py:PRESET``.
+
+Presets
+  demo      synthetic three-modality nights (labelled SYNTHETIC), small and fast: minutes on 2 CPU
+            cores. AdamW + cosine.
+  sleepedf  the real Sleep-EDF SC4001 record (BAS + respiratory, no ECG); one subject, so splits are
+            time blocks within the night.
+  paper     the original SleepFM settings: 256 Hz, 30-s windows, 512-d embeddings, LOO loss,
+            SGD momentum 0.9, LR 1e-3, StepLR x0.1 every 5 epochs, batch 32, temperature t=0
+            clamped at t >= 0, best checkpoint by validation loss.
+
+Any field can be overridden on the command line, e.g. ``--config.loss.mode=pairwise``.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # -- data -----------------------------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.store = ""  # path of a window store written by experiments/preprocess.py
+  c.data.modalities = ("bas", "ecg", "resp")  # modalities with 0 channels in the store are dropped
+  c.data.split = "subject"  # "subject" (by subject id) or "time" (contiguous blocks per recording)
+  # Fractions of subjects (or of each recording's time line) per split. Pretraining uses "pretrain"
+  # minus a validation part; "downstream" is held out for probes, as the paper's 75/25 split.
+  c.data.pretrain_fraction = 0.75
+  c.data.val_fraction = 0.1  # of the pretrain part
+  c.data.split_seed = 0
+  c.data.worker_count = 0  # Grain worker processes (0 = in-process)
+  c.data.worker_buffer_size = 2
+
+  # -- model ----------------------------------------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.embed_dim = 512
+  c.model.widths = (32, 16, 24, 40, 80, 112, 192, 320)
+  c.model.depths = (1, 2, 2, 3, 3, 3, 3)
+  c.model.head_width = 1280
+  c.model.dropout = 0.5
+  c.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+
+  # -- loss -----------------------------------------------------------------------------------
+  c.loss = ml_collections.ConfigDict()
+  c.loss.mode = "loo"  # "loo" (leave-one-out) or "pairwise"
+  c.loss.renormalise_loo = False  # the original does not re-normalise the mean of the others
+  c.loss.temperature_init = 0.0  # t; logit scale = exp(t)
+  c.loss.temperature_min = 0.0  # the original clamps t >= 0 after each step
+  c.loss.temperature_max = float("inf")
+
+  # -- optimiser ------------------------------------------------------------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adamw"  # "sgd" or "adamw"
+  c.optim.lr = 1e-3
+  c.optim.momentum = 0.9  # sgd
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = "cosine"  # "cosine" (with warmup), "step" (StepLR), "constant"
+  c.optim.warmup_steps = 0
+  c.optim.step_every_epochs = 5  # "step": multiply by step_factor every this many epochs
+  c.optim.step_factor = 0.1
+  c.optim.grad_clip = 0.0  # global-norm clip; 0 = off
+  c.optim.grad_accum = 1  # micro-batches per update (negatives stay within each micro-batch)
+
+  # -- loop -----------------------------------------------------------------------------------
+  c.batch_size = 32  # global batch (all devices, all processes)
+  c.num_epochs = 10.0
+  c.total_steps = 0  # if > 0, overrides num_epochs
+  c.log_every = 10
+  c.eval_every = 100  # validation loss every this many steps (and at the end)
+  c.eval_max_batches = 0  # cap on validation batches per evaluation (0 = all)
+  c.checkpoint_every = 100
+  c.max_to_keep = 3
+  c.async_checkpointing = True
+  c.transfer_guard = True  # fail on hidden host<->device transfers inside the training loop
+  return c
+
+
+def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+  c = base_config()
+  c.preset = arg
+  if arg == "demo":
+    c.data.store = "runs/demo/stores/synthetic"
+    c.data.worker_count = 0
+    c.model.dropout = 0.1
+    c.optim.lr = 2e-3
+    c.optim.warmup_steps = 20
+    c.batch_size = 32
+    c.total_steps = 300
+    c.eval_every = 100
+    c.checkpoint_every = 100
+    c.log_every = 10
+    c.eval_max_batches = 8
+  elif arg == "sleepedf":
+    c.data.store = "runs/sleepedf/stores/sleepedf"
+    c.data.modalities = ("bas", "resp")
+    c.data.split = "time"
+    c.model.dropout = 0.1
+    c.optim.lr = 2e-3
+    c.optim.warmup_steps = 20
+    c.batch_size = 32
+    c.total_steps = 600
+    c.eval_every = 100
+    c.checkpoint_every = 100
+    c.eval_max_batches = 8
+  elif arg == "paper":
+    c.data.store = "runs/paper/stores/paper"
+    c.optim.name = "sgd"
+    c.optim.lr = 1e-3
+    c.optim.momentum = 0.9
+    c.optim.weight_decay = 0.0
+    c.optim.schedule = "step"
+    c.optim.step_every_epochs = 5
+    c.optim.step_factor = 0.1
+    c.batch_size = 32
+    c.num_epochs = 20.0
+    c.eval_every = 1000
+    c.checkpoint_every = 1000
+  else:
+    raise ValueError(f"unknown preset {arg!r}; choose demo, sleepedf or paper")
+  return c
