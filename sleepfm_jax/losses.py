@@ -57,10 +57,11 @@ TEMPERATURE_INIT_CLIP = math.log(1.0 / 0.07)
 TEMPERATURE_MIN = 0.0
 TEMPERATURE_MAX_CLIP = math.log(100.0)
 
-# Logit given to excluded columns: exp(_EXCLUDED - logit) underflows to exactly 0 in float32 for
-# any |logit| <= exp(t) (at most 100 with the CLIP cap), while keeping every value finite so that
-# rows without a single candidate produce finite (then masked) values and gradients, never NaN.
-_EXCLUDED = -1e9
+# Logit given to excluded columns: the most negative float32. A valid row always keeps its own
+# positive column, so exp(_EXCLUDED - row max) is exactly 0 whatever the temperature; a row with no
+# candidate at all (an invalid row) stays finite (CE 0), so its masked value and gradient are never
+# NaN. (-inf would make such rows NaN and trip jax_debug_infs.)
+_EXCLUDED = float(jnp.finfo(jnp.float32).min)
 
 
 def clamp_temperature(t: Array, lo: float | None = TEMPERATURE_MIN, hi: float | None = None) -> Array:

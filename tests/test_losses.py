@@ -197,6 +197,20 @@ def test_absent_modality_gives_finite_values_and_gradients(mode):
   assert float(metrics["active_terms"]) == (2 if mode == "pairwise" else 4)
 
 
+def test_masks_exclude_columns_at_any_temperature():
+  # exp(25) ~ 7e10 and every candidate of BAS row 0 scores about -exp(25): an excluded column must
+  # still lose against them (a fixed "very negative" logit such as -1e9 would not).
+  embs = {"bas": np.array([E1, E2, E1, E2]),
+          "ecg": np.array([[-1.0, 0.1], E1, [-1.0, -0.1], E2])}
+  keep = np.array([0, 2, 3])
+  masks = {"ecg": np.isin(np.arange(4), keep)}
+  fn = jax.value_and_grad(lambda e: losses.contrastive_loss(e, masks, 25.0)[0])
+  loss, grads = fn(_as_jnp(embs))
+  sub, _ = losses.contrastive_loss({k: jnp.asarray(v[keep]) for k, v in embs.items()}, None, 25.0)
+  assert float(loss) == pytest.approx(float(sub), rel=1e-5)
+  assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
+
+
 @pytest.mark.parametrize("mode", losses.MODES)
 def test_nothing_present_gives_zero_loss_and_gradients(mode):
   embs = _as_jnp(_random_case(4))
