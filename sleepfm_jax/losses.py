@@ -64,7 +64,9 @@ TEMPERATURE_MAX_CLIP = math.log(100.0)
 _EXCLUDED = float(jnp.finfo(jnp.float32).min)
 
 
-def clamp_temperature(t: Array, lo: float | None = TEMPERATURE_MIN, hi: float | None = None) -> Array:
+def clamp_temperature(
+    t: Array, lo: float | None = TEMPERATURE_MIN, hi: float | None = None
+) -> Array:
   """Clips the log-temperature `t` to `[lo, hi]` (either bound may be None).
 
   The original SleepFM sets `t = max(t, 0)` after every optimiser step (`lo=0`, `hi=None`); CLIP

@@ -129,7 +129,7 @@ def test_leave_one_out_hand_computed_with_missing_modality():
   # resp absent in window 1. rest(bas) = [(e1 + e2) / 2, e2] (plain mean, not re-normalised).
   embs = {"bas": np.array([E1, E2]), "ecg": np.array([E1, E2]), "resp": np.array([E2, E1])}
   masks = {"resp": np.array([True, False])}
-  # logits bas·rest(bas)ᵀ = [[.5, 0], [.5, 1]]; ecg is identical; resp has one row: [[e2·e1]] = 0.
+  # logits bas·rest(bas)ᵀ = [[.5, 0], [.5, 1]]; ecg is the same; resp has one row: [[e2·e1]] = 0.
   to_rest = (math.log(math.exp(0.5) + 1) - 0.5 + math.log(math.exp(0.5) + E) - 1) / 2
   from_rest = (math.log(2) + math.log(1 + E) - 1) / 2
   loss, metrics = losses.contrastive_loss(
