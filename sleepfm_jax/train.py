@@ -114,6 +114,7 @@ def _select(batch: Mapping[str, np.ndarray], plan: DataPlan) -> dict[str, np.nda
     valid = np.asarray(valid, bool)
     for m in plan.modalities:
       out[f"present_{m}"] &= valid
+    out["valid"] = valid
   return out
 
 
@@ -192,14 +193,14 @@ def contrastive_loss(model: SleepFM, batch: Mapping[str, jax.Array], *, mode: st
   embs = model({m: batch[m] for m in model.modalities}, train=train)
   present = {m: batch[f"present_{m}"] for m in model.modalities}
   return losses.gathered_loss(embs, present, model.temperature[...], mesh=mesh, mode=mode,
-                              renormalise=renormalise)
+                              renormalise_rest=renormalise)
 
 
 def make_steps(graphdef, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                state_sharding, batch_sharding):
   """Returns jitted (train_step, eval_step) closed over the static pieces."""
   loss_fn = functools.partial(contrastive_loss, mode=config.loss.mode,
-                              renormalise=config.loss.renormalise_loo, mesh=mesh)
+                              renormalise=config.loss.renormalise_rest, mesh=mesh)
   t_lo, t_hi = config.loss.temperature_min, config.loss.temperature_max
   dropout_key = jax.random.key(config.seed + 2)
 
@@ -221,7 +222,7 @@ def make_steps(graphdef, config: ml_collections.ConfigDict, mesh: jax.sharding.M
   def eval_step(state, batch):
     model, _ = nnx.merge(graphdef, state)
     loss, metrics = loss_fn(model, batch, train=False)
-    return dict(metrics, loss=loss)
+    return dict(metrics, loss=loss, count=jnp.sum(batch["valid"].astype(jnp.int32)))
 
   train_step = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, None), donate_argnums=(0,))
@@ -309,11 +310,7 @@ def plot_curves(rows: list[dict], path: str):
 # ----------------------------------------------------------------------------------------------
 
 
-def _global_batch(batch: Mapping[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
-  return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
-
-
-def evaluate(eval_step, state, source, plan: DataPlan, config, mesh, batch_sharding) -> dict:
+def evaluate(eval_step, state, source, plan: DataPlan, config, mesh) -> dict:
   """Validation metrics over the val split, averaged over windows (padded rows excluded)."""
   sums: dict[str, float] = {}
   total = 0.0
@@ -324,11 +321,13 @@ def evaluate(eval_step, state, source, plan: DataPlan, config, mesh, batch_shard
     if config.eval_max_batches and i >= config.eval_max_batches:
       break
     host = _select(batch, plan)
-    metrics = jax.device_get(eval_step(state, _global_batch(host, batch_sharding)))
+    metrics = jax.device_get(eval_step(state, sharding.host_local_batch_to_global(host, mesh)))
+    # Weight each batch by its real (unpadded) windows, as the original's per-window average.
     n = float(metrics.pop("count"))
     total += n
     for k, v in metrics.items():
-      sums[k] = sums.get(k, 0.0) + float(v) * n
+      if np.ndim(v) == 0 and not k.startswith("rows/"):
+        sums[k] = sums.get(k, 0.0) + float(v) * n
   if total == 0:
     raise ValueError("validation split produced no valid windows")
   return {k: v / total for k, v in sums.items()}
@@ -338,8 +337,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   """Runs pretraining; returns the final train/val metrics. Writes everything under `workdir`."""
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  mesh = sharding.make_mesh()
-  n_data = mesh.shape["data"]
+  devices = jax.devices()[:config.num_devices] if config.num_devices else None
+  mesh = sharding.make_mesh(devices=devices)
+  n_data = sharding.data_axis_size(mesh)
   if config.batch_size % (n_data * config.optim.grad_accum):
     raise ValueError(f"batch_size {config.batch_size} is not divisible by the {n_data} devices on "
                      f"the data axis (x grad_accum {config.optim.grad_accum})")
@@ -409,7 +409,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
     for _ in range(config.optim.grad_accum):
       host = _select(next(data_iter), plan)
       with guard:
-        state, metrics = train_step(state, _global_batch(host, batch_sharding))
+        state, metrics = train_step(state, sharding.host_local_batch_to_global(host, mesh))
     pending.append(metrics)
     n_last += config.batch_size
     progress.update(1)
@@ -423,7 +423,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
       summary["train"] = avg
       pending, t_last, n_last = [], time.perf_counter(), 0
     if val_src is not None and (step % config.eval_every == 0 or step == total_steps):
-      val = evaluate(eval_step, state, val_src, plan, config, mesh, batch_sharding)
+      val = evaluate(eval_step, state, val_src, plan, config, mesh)
       log.write(step, "val", val)
       log.flush()
       summary["val"] = val

@@ -18,6 +18,7 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.num_devices = 0  # use the first N devices of this process (single-process only); 0 = all
 
   # -- data -----------------------------------------------------------------------------------
   c.data = ml_collections.ConfigDict()
@@ -43,8 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # -- loss -----------------------------------------------------------------------------------
   c.loss = ml_collections.ConfigDict()
-  c.loss.mode = "loo"  # "loo" (leave-one-out) or "pairwise"
-  c.loss.renormalise_loo = False  # the original does not re-normalise the mean of the others
+  c.loss.mode = "leave_one_out"  # "leave_one_out" or "pairwise"
+  c.loss.renormalise_rest = False  # LOO: the original does not re-normalise the others' mean
   c.loss.temperature_init = 0.0  # t; logit scale = exp(t)
   c.loss.temperature_min = 0.0  # the original clamps t >= 0 after each step
   c.loss.temperature_max = float("inf")
