@@ -84,6 +84,68 @@ def raw_window_bounds(
   return lo, np.maximum(lo, hi)
 
 
+def finite_range(x: np.ndarray) -> tuple[float, float] | None:
+  """(min, max) of the finite samples of `x`, or None if there are none (no copy if all finite)."""
+  x = np.asarray(x)
+  if x.size == 0:
+    return None
+  lo, hi = float(np.min(x)), float(np.max(x))
+  if np.isfinite(lo) and np.isfinite(hi):
+    return lo, hi
+  fin = x[np.isfinite(x)]
+  return (float(fin.min()), float(fin.max())) if fin.size else None
+
+
+def window_stats(windows: np.ndarray, rails: tuple[float, float] | None) -> dict[str, np.ndarray]:
+  """Per-window statistics the quality decision needs, for one block of windows of one channel.
+
+  Returns:
+    {"nonfinite": [k] bool, "ptp": [k] float64 (NaN-ignoring peak-to-peak; inf if an inf is
+    present), "rail_fraction": [k] float64 (fraction of samples at or beyond a rail; 0 without
+    rails)}.
+  """
+  w = np.asarray(windows)
+  if w.ndim != 2:
+    raise ValueError(f"expected [windows, samples], got shape {w.shape}")
+  k, t = w.shape
+  if t == 0:
+    zeros = np.zeros(k)
+    return {"nonfinite": np.zeros(k, bool), "ptp": zeros, "rail_fraction": zeros}
+  nonfinite = ~np.isfinite(w).all(axis=1)
+  with warnings.catch_warnings():  # all-NaN windows are flagged as non-finite already
+    warnings.simplefilter("ignore", RuntimeWarning)
+    ptp = np.fmax.reduce(w, axis=1) - np.fmin.reduce(w, axis=1)
+  rail_fraction = np.zeros(k)
+  if rails is not None and rails[1] > rails[0]:
+    rail_fraction = np.count_nonzero((w <= rails[0]) | (w >= rails[1]), axis=1) / t
+  return {"nonfinite": nonfinite, "ptp": ptp, "rail_fraction": rail_fraction}
+
+
+def quality_from_stats(
+    stats: dict[str, np.ndarray],
+    *,
+    flat_tol: float = 1e-6,
+    clip_fraction: float = 0.5,
+    check_flat: bool = True,
+    check_clip: bool = True,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """Turns `window_stats` (of all windows of a channel) into (good [k], reasons); see
+  `channel_quality`. Each masked window has exactly one reason (non-finite > flat > clipped)."""
+  nonfinite = stats["nonfinite"]
+  ptp = stats["ptp"]
+  flat = np.zeros_like(nonfinite)
+  clipped = np.zeros_like(nonfinite)
+  if check_flat:
+    ok = ~nonfinite & np.isfinite(ptp)
+    typical = float(np.median(ptp[ok])) if ok.any() else 0.0
+    typical = typical if typical > 0 else 1.0
+    flat = ~nonfinite & (ptp <= flat_tol * typical)
+  if check_clip:
+    clipped = ~nonfinite & ~flat & (stats["rail_fraction"] > clip_fraction)
+  good = ~(nonfinite | flat | clipped)
+  return good, {"nonfinite": nonfinite, "flat": flat, "clipped": clipped}
+
+
 def channel_quality(
     windows: np.ndarray,
     *,
@@ -98,9 +160,9 @@ def channel_quality(
 
   * non-finite: any NaN or +-inf sample.
   * flat: peak-to-peak amplitude <= flat_tol * the channel's typical amplitude (the median of the
-    windows' peak-to-peak amplitudes, or 1 if that is zero): a disconnected or saturated lead.
-  * clipped: more than `clip_fraction` of the samples sit on a rail, i.e. at the channel's minimum
-    or maximum value (`rails`, default: the extremes of the finite samples of all `windows`).
+    windows' peak-to-peak amplitudes, or 1 if that is zero): a disconnected or dead lead.
+  * clipped: more than `clip_fraction` of the samples sit on a rail, i.e. at or beyond the channel's
+    saturation values (`rails`, default: the extremes of the finite samples of all `windows`).
 
   Judge quality on the original-rate signal: resampling turns plateaus into ripples.
 
@@ -116,31 +178,9 @@ def channel_quality(
   Returns:
     good [k] bool, or (good, {"nonfinite": [k], "flat": [k], "clipped": [k]}) with return_reasons.
   """
-  w = np.asarray(windows)
-  if w.ndim != 2:
-    raise ValueError(f"channel_quality expects [windows, samples], got shape {w.shape}")
-  k = w.shape[0]
-  finite = np.isfinite(w)
-  nonfinite = ~finite.all(axis=1)
-  flat = np.zeros(k, dtype=bool)
-  clipped = np.zeros(k, dtype=bool)
-  if k and w.shape[1] and finite.any():
-    wz = np.where(finite, w, np.nan)
-    with warnings.catch_warnings():  # all-NaN windows are flagged as non-finite already
-      warnings.simplefilter("ignore", RuntimeWarning)
-      wmax, wmin = np.nanmax(wz, axis=1), np.nanmin(wz, axis=1)
-    ptp = wmax - wmin
-    if check_flat:
-      typical = np.nanmedian(ptp) if np.any(np.isfinite(ptp)) else 0.0
-      typical = typical if typical > 0 else 1.0
-      flat = ~nonfinite & (ptp <= flat_tol * typical)
-    if check_clip and w.shape[1] > 1:
-      lo, hi = rails if rails is not None else (np.nanmin(wmin), np.nanmax(wmax))
-      if hi > lo:
-        on_rail = finite & ((w <= lo) | (w >= hi))
-        clipped = ~nonfinite & ~flat & (on_rail.mean(axis=1) > clip_fraction)
-  good = ~(nonfinite | flat | clipped)
-  if return_reasons:
-    return good, {"nonfinite": nonfinite, "flat": flat, "clipped": clipped}
-  return good
-
+  if rails is None and check_clip:
+    rails = finite_range(windows)
+  stats = window_stats(windows, rails)
+  good, reasons = quality_from_stats(stats, flat_tol=flat_tol, clip_fraction=clip_fraction,
+                                     check_flat=check_flat, check_clip=check_clip)
+  return (good, reasons) if return_reasons else good
