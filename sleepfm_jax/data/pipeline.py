@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import grain
 import numpy as np
+from absl import flags
 
 from sleepfm_jax.data.channels import MODALITIES
 from sleepfm_jax.data.store import WindowStore
@@ -179,6 +180,10 @@ def train_iterator(
   ds = dataset.to_iter_dataset(
       grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch))
   if worker_count > 0:
+    # Grain reads its absl flags when it starts workers; outside an absl app (tests, notebooks)
+    # nothing has parsed them, so accept their defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=worker_count, per_worker_buffer_size=prefetch))
   return iter(ds)
