@@ -139,27 +139,22 @@ def notch(x: np.ndarray, fs: float, f0: float, quality: float = 30.0) -> np.ndar
   return sps.sosfiltfilt(sps.tf2sos(b, a), np.asarray(x, dtype=np.float64))
 
 
-def robust_normalise(
-    x: np.ndarray, valid: np.ndarray | None = None, floor: float = 1e-12
-) -> tuple[np.ndarray, dict]:
-  """Returns ((x - median) / (IQR / 1.349), stats), statistics taken on valid samples only.
+def robust_stats(x: np.ndarray, valid: np.ndarray | None = None, floor: float = 1e-12) -> dict:
+  """Median and robust scale (IQR / 1.349) of the finite (and `valid`) samples of `x`.
 
-  Robust to artefacts: a few huge spikes do not change the median or the interquartile range. For a
-  channel whose IQR is (near) zero, e.g. a mostly constant trace, the standard deviation is used; a
-  truly flat channel gets scale 1 (it becomes all zeros) and `stats["flat"]` is True.
+  For a channel whose IQR is (near) zero, e.g. a mostly constant trace, the standard deviation is
+  used; a truly flat (or empty) channel gets scale 1 and "flat" True.
 
   Args:
     x: 1-D signal.
-    valid: optional bool mask of the samples to compute the statistics on (e.g. finite samples in
-      windows of good quality). If it selects nothing, all finite samples are used.
+    valid: optional bool mask of the samples to use (e.g. those in windows of good quality). If it
+      selects no finite sample, all finite samples are used.
     floor: scales at or below `floor * max(1, |median|)` count as zero.
 
   Returns:
-    (y, stats): y as float64 (or x's float dtype); stats has "median", "scale", "iqr", "flat",
-    "valid_fraction".
+    {"median", "scale", "iqr", "flat", "valid_fraction"}.
   """
   x = np.asarray(x)
-  y_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
   sel = np.isfinite(x)
   if valid is not None:
     valid = np.asarray(valid, dtype=bool)
@@ -167,17 +162,35 @@ def robust_normalise(
       raise ValueError(f"valid mask shape {valid.shape} != signal shape {x.shape}")
     if np.any(sel & valid):
       sel &= valid
-  v = x[sel]
+  v = x[sel].astype(np.float64, copy=False)
   stats = {"median": 0.0, "scale": 1.0, "iqr": 0.0, "flat": True,
            "valid_fraction": float(v.size / max(1, x.size))}
   if v.size:
-    q25, med, q75 = np.percentile(v, [25.0, 50.0, 75.0])
+    std = float(np.std(v))
+    q25, med, q75 = np.percentile(v, [25.0, 50.0, 75.0], overwrite_input=True)
     iqr = float(q75 - q25)
     tiny = floor * max(1.0, abs(float(med)))
     scale = iqr / IQR_TO_SIGMA
     if scale <= tiny:
-      scale = float(np.std(v))
+      scale = std
     flat = scale <= tiny
     stats.update(median=float(med), iqr=iqr, scale=1.0 if flat else float(scale), flat=bool(flat))
+  return stats
+
+
+def robust_normalise(
+    x: np.ndarray, valid: np.ndarray | None = None, floor: float = 1e-12
+) -> tuple[np.ndarray, dict]:
+  """Returns ((x - median) / (IQR / 1.349), stats), statistics taken on valid samples only.
+
+  Robust to artefacts: a few huge spikes change neither the median nor the interquartile range. See
+  `robust_stats` for the floor on flat channels (they become all zeros).
+
+  Returns:
+    (y, stats): y in x's float dtype (float64 for integer input); stats from `robust_stats`.
+  """
+  x = np.asarray(x)
+  y_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+  stats = robust_stats(x, valid, floor)
   y = (x - stats["median"]) / stats["scale"]
   return y.astype(y_dtype, copy=False), stats
