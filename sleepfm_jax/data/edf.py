@@ -80,6 +80,9 @@ class EdfHeader:
   record_samples: int
   signals: tuple[EdfSignalHeader, ...]
   warnings: tuple[str, ...]
+  startdate: str = ""  # "dd.mm.yy" as written
+  starttime: str = ""  # "hh.mm.ss" as written
+  recording_field: str = ""  # local recording identification (EDF+: "Startdate dd-MMM-yyyy ...")
 
   @property
   def ordinary_signals(self) -> tuple[EdfSignalHeader, ...]:
@@ -233,6 +236,9 @@ def read_edf_header(path: str | os.PathLike) -> EdfHeader:
       record_samples=offset,
       signals=tuple(signals),
       warnings=tuple(notes),
+      startdate=_text(fields["startdate"]),
+      starttime=_text(fields["starttime"]),
+      recording_field=_text(fields["recording"]),
   )
 
 
@@ -246,26 +252,57 @@ def _open_edfio(path: str) -> edfio.Edf:
       raise PSGError(path, f"edfio cannot read the header: {e}") from e
 
 
-def record_onsets(path: str | os.PathLike, header: EdfHeader) -> np.ndarray:
-  """Start of every data record in seconds, from the EDF+ timekeeping annotations.
+def record_onsets(
+    path: str | os.PathLike, header: EdfHeader, num_records: int | None = None
+) -> np.ndarray:
+  """Start of each data record in seconds, from the EDF+ timekeeping annotations.
 
   The first TAL of each record of the first "EDF Annotations" signal holds that record's onset
-  relative to the header start time. Only that signal's bytes are read.
+  relative to the header start time. Only that signal's bytes of the first `num_records` records
+  (default: all) are read.
   """
   path = os.fspath(path)
   tk = header.annotation_signals[0]
+  n = header.num_records if num_records is None else min(num_records, header.num_records)
   data = np.memmap(
       path, dtype=np.uint8, mode="r", offset=header.header_bytes,
-      shape=(header.num_records, 2 * header.record_samples),
+      shape=(n, 2 * header.record_samples),
   )
-  chunk = np.asarray(data[:, 2 * tk.offset : 2 * (tk.offset + tk.samples_per_record)])
-  onsets = np.empty(header.num_records)
+  chunk = np.array(data[:, 2 * tk.offset : 2 * (tk.offset + tk.samples_per_record)])
+  del data
+  onsets = np.empty(n)
   for i, raw in enumerate(chunk):
     m = _TAL_ONSET.match(raw.tobytes())
     if m is None:
       raise PSGError(path, f"data record {i} has no timekeeping annotation", ANNOTATION_LABEL)
     onsets[i] = float(m.group(1))
   return onsets
+
+
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def start_datetime(header: EdfHeader, first_onset: float = 0.0) -> datetime.datetime | None:
+  """The recording start from the header (None if anonymised or malformed).
+
+  EDF writes a 2-digit year (85-99 → 19xx, 00-84 → 20xx); EDF+ also writes the 4-digit year in
+  the recording field ("Startdate 24-APR-1989"), which wins when present. EDF+ files may start a
+  fraction of a second after the header time: that offset is the first record's onset, and times in
+  the file are relative to the header time plus it.
+  """
+  try:
+    day, month, yy = (int(x) for x in header.startdate.split("."))
+    hh, mm, ss = (int(x) for x in header.starttime.split("."))
+    year = 1900 + yy if yy >= 85 else 2000 + yy
+    parts = header.recording_field.split()
+    if len(parts) > 1 and parts[0] == "Startdate":
+      d, mon, y = parts[1].split("-")
+      if mon.upper() in _MONTHS and int(d) == day and _MONTHS.index(mon.upper()) + 1 == month:
+        year = int(y)
+    start = datetime.datetime(year, month, day, hh, mm, ss)
+  except ValueError:
+    return None
+  return start + datetime.timedelta(seconds=first_onset)
 
 
 def segments_from_onsets(
@@ -302,8 +339,8 @@ class EdfRecording:
   """An EDF/EDF+ file opened lazily; satisfies `RawRecording`.
 
   Construction reads and validates the header (and, for EDF+D, the timekeeping annotations).
-  Samples are read per channel and segment by `read`. Picklable: the memory map is not carried,
-  it is reopened on first use.
+  Samples are read per channel and segment by `read`, through a memory map that lives only for
+  that call. Holds no open file, so it is cheap to pickle.
   """
 
   def __init__(self, path: str | os.PathLike):
@@ -322,40 +359,27 @@ class EdfRecording:
         )
         for s in self._ordinary
     ]
+    first_onset = 0.0
     if self.format == "edf+d":
+      onsets = record_onsets(self.path, h)
       self.segments, self._record_ranges = segments_from_onsets(
-          self.path, record_onsets(self.path, h), h.record_duration
+          self.path, onsets, h.record_duration
       )
+      first_onset = float(onsets[0])
     else:
       self.segments = [Segment(0.0, h.num_records * h.record_duration)]
       self._record_ranges = [(0, h.num_records)]
+      if h.annotation_signals:
+        first_onset = float(record_onsets(self.path, h, num_records=1)[0])
     self.duration = self.segments[-1].end
-    self._edf: edfio.Edf | None = None
+    self.start_datetime = start_datetime(h, first_onset)
     self._embedded: list[tuple[float, float, str]] | None = None
-    try:
-      self.start_datetime: datetime.datetime | None = self._edfio().startdatetime
-    except Exception:  # anonymised or malformed start date/time: not needed for the signals.
-      self.start_datetime = None
 
   def __repr__(self) -> str:
     return (
         f"EdfRecording({self.path!r}, format={self.format!r}, channels={len(self.channels)}, "
         f"duration={self.duration:g} s, segments={len(self.segments)})"
     )
-
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state["_edf"] = None
-    return state
-
-  def _edfio(self) -> edfio.Edf:
-    if self._edf is None:
-      self._edf = _open_edfio(self.path)
-    return self._edf
-
-  def close(self) -> None:
-    """Drops the memory map; the next `read` reopens it."""
-    self._edf = None
 
   @property
   def embedded_annotations(self) -> list[tuple[float, float, str]]:
@@ -365,7 +389,7 @@ class EdfRecording:
         self._embedded = []
       else:
         try:
-          anns = self._edfio().annotations
+          anns = _open_edfio(self.path).annotations
         except ValueError as e:
           raise PSGError(self.path, f"malformed annotations: {e}", ANNOTATION_LABEL) from e
         self._embedded = [(a.onset, a.duration or 0.0, a.text) for a in anns]
@@ -402,8 +426,12 @@ class EdfRecording:
       )
     r0, r1 = self._record_ranges[segment]
     dur = self.header.record_duration
-    signal = self._edfio().signals[i]
+    # A fresh edfio object per read: its memory map (and the page-cache pages mapped while reading
+    # this channel) is released when the read returns, so reading channel after channel does not
+    # accumulate mapped pages. Re-parsing the header costs about a millisecond.
+    signal = _open_edfio(self.path).signals[i]
     digital = signal.get_digital_slice(r0 * dur, r1 * dur)
+    del signal
     gain = (s.physical_max - s.physical_min) / (s.digital_max - s.digital_min)
     out = digital.astype(np.float64)
     out -= s.digital_min
