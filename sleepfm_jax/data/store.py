@@ -328,7 +328,7 @@ class WindowStore:
     self.dtype = np.dtype(index["dtype"])
     self.recordings: list[dict] = list(index["recordings"])
     counts = np.array([int(r["num_windows"]) for r in self.recordings], dtype=np.int64)
-    self._first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    self._first = np.concatenate([[0], np.cumsum(counts)])[:-1].astype(np.int64)
     declared = np.array([int(r["first_window"]) for r in self.recordings], dtype=np.int64)
     if not np.array_equal(declared, self._first):
       raise StoreError(f"{index_path}: recordings' first_window do not follow their num_windows")
