@@ -239,3 +239,30 @@ def test_config_validation():
     pp.PreprocessConfig(normalise="zscore")
   c = pp.PreprocessConfig(montage={"bas": ["C3-M2"], "resp": ["SpO2"]})
   assert c.get_montage().ecg == () and c.to_dict()["montage"]["resp"] == ["SpO2"]
+
+
+def test_cli_writes_store_and_report(tmp_path):
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  from conftest import REPO  # pylint: disable=import-outside-toplevel
+
+  d = tmp_path / "in"
+  d.mkdir()
+  _night(d / "sub-007_night-2.edf")
+  _csv(d / "sub-007_night-2.csv")
+  (d / "stray.csv").write_text("onset,duration,label\n0,30,Sleep stage W\n")
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  cmd = [sys.executable, str(REPO / "experiments" / "preprocess.py"), f"--input={d}",
+         f"--output={tmp_path / 'out'}", f"--config={REPO}/experiments/configs/preprocess.py:paper",
+         "--config.montage=standard", "--noprogress"]
+  res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "1 ok, 0 skipped, 1 unpaired" in res.stdout and "stray.csv" in res.stdout
+  st = WindowStore(tmp_path / "out")
+  assert st.recordings[0]["subject_id"] == "sub-007" and st.dtype == np.float32
+  assert st.index["preprocessing"]["normalise"] == "none"
+  # No normalisation (paper): the EEG keeps its physical units (uV, amplitude up to 200).
+  c3 = st.montage.channels("bas").index("C3-M2")
+  assert np.abs(st[1]["bas"][c3]).max() > 50
