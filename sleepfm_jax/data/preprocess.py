@@ -304,7 +304,9 @@ def _process_channel(rec, raw, fs, name, modality, ann, epochs, seg_of, out, j, 
     if ranges:
       rails = (min(r[0] for r in ranges), max(r[1] for r in ranges))
   # 1. Quality per window, on the original-rate samples.
-  parts, bounds = [], {}
+  k = epochs.size
+  stats = {"nonfinite": np.zeros(k, bool), "ptp": np.zeros(k), "rail_fraction": np.zeros(k)}
+  bounds = {}
   for s in seg_ids:
     rows = np.flatnonzero(seg_of == s)
     seg = rec.segments[int(s)]
@@ -312,16 +314,9 @@ def _process_channel(rec, raw, fs, name, modality, ann, epochs, seg_of, out, j, 
     lo, hi = windowing.raw_window_bounds(x.size, fs, seg.start, ann.epoch_onset, epochs[rows],
                                          cfg.window_seconds)
     bounds[int(s)] = (rows, lo, hi)
-    width = int(np.min(hi - lo)) if rows.size else 0
-    block = []
-    for b in range(0, rows.size, 256):
-      idx = lo[b:b + 256, None] + np.arange(width)
-      block.append(windowing.window_stats(x[idx], rails))
-    parts.extend(block)
-  stats = {k: np.concatenate([p[k] for p in parts]) for k in ("nonfinite", "ptp", "rail_fraction")}
-  # Rows are grouped by segment in `parts`; put them back into window order.
-  order = np.concatenate([bounds[int(s)][0] for s in seg_ids])
-  stats = {k: v[np.argsort(order, kind="stable")] for k, v in stats.items()}
+    for b, block in _raw_blocks(x, fs, seg.start, ann, epochs[rows], lo, hi, cfg.window_seconds):
+      for key, v in windowing.window_stats(block, rails).items():
+        stats[key][rows[b]] = v
   exempt = name in cfg.quality_exempt
   good, reasons = windowing.quality_from_stats(
       stats, flat_tol=cfg.flat_tol, clip_fraction=cfg.clip_fraction, check_flat=not exempt,
@@ -366,17 +361,45 @@ def _process_channel(rec, raw, fs, name, modality, ann, epochs, seg_of, out, j, 
     pos = np.searchsorted(ks, epochs[rows])
     found = (pos < ks.size) & (ks[np.minimum(pos, ks.size - 1)] == epochs[rows]) if ks.size else (
         np.zeros(rows.size, bool))
-    src = w[pos[found]]
-    if cfg.dtype == "float16":
-      over = np.abs(src) > FLOAT16_MAX
-      if over.any():
-        saturated += int(np.count_nonzero(over))
-        src = np.clip(src, -FLOAT16_MAX, FLOAT16_MAX)
-    out[rows[found], j] = src
+    p = pos[found]
+    contiguous = p.size and p[-1] - p[0] + 1 == p.size
+    src = w[p[0]:p[-1] + 1] if contiguous else w[p]  # a view when nothing was dropped
+    if cfg.dtype == "float16" and src.size and (src.max() > FLOAT16_MAX or
+                                                 src.min() < -FLOAT16_MAX):
+      saturated += int(np.count_nonzero(np.abs(src) > FLOAT16_MAX))
+      src = np.clip(src, -FLOAT16_MAX, FLOAT16_MAX)
+    r = rows[found]
+    if r.size and r[-1] - r[0] + 1 == r.size:
+      out[r[0]:r[-1] + 1, j] = src
+    else:
+      out[r, j] = src
     good[rows[~found]] = False  # planned at the output rate but short after resampling (rounding)
     del y, w, src
-  out[reasons["nonfinite"], j] = 0
+  if reasons["nonfinite"].any():
+    out[reasons["nonfinite"], j] = 0
   return good, reasons, norm, saturated
+
+
+def _raw_blocks(x, fs, seg_start, ann, sel, lo, hi, window_s, block=256):
+  """Yields (slice into `sel`, [b, T] original-rate windows) for the epochs `sel` of a segment.
+
+  Uses a reshaped view of the segment when the window is a whole number of samples (the usual
+  case; rows are then copied block by block), else gathers rounded sample ranges.
+  """
+  try:
+    w, ks = windowing.window_signal(x, fs, seg_start, ann.epoch_onset, ann.n_epochs, window_s)
+    pos = np.searchsorted(ks, sel)
+    direct = bool(ks.size) and np.array_equal(ks[np.minimum(pos, ks.size - 1)], sel)
+  except ValueError:
+    direct = False
+  width = int(np.min(hi - lo)) if sel.size else 0
+  for b in range(0, sel.size, block):
+    sl = slice(b, b + block)
+    if direct:
+      p = pos[sl]
+      yield sl, (w[p[0]:p[-1] + 1] if p[-1] - p[0] + 1 == p.size else w[p])
+    else:
+      yield sl, x[lo[sl, None] + np.arange(width)]
 
 
 def _run_one(spec: RecordingSpec, cfg: PreprocessConfig, writer: StoreWriter) -> dict:

@@ -58,8 +58,9 @@ def resample(
 
   Long signals are processed in chunks of about `chunk_out` output samples. Every chunk is fed with
   enough input context on both sides that its output equals the unchunked result (up to float
-  rounding), so memory stays bounded: the float64 working set is one chunk, and the result is written
-  into a preallocated `out_dtype` array. The signal is extended beyond its ends with its edge value
+  rounding), so memory stays bounded: the working set is one chunk, and the result is written into a
+  preallocated `out_dtype` array. Arithmetic is float32 for float32/float16 results (twice as fast),
+  float64 otherwise. The signal is extended beyond its ends with its edge value
   (`padtype="edge"`), so a DC offset does not ring at the boundaries.
 
   Args:
@@ -88,10 +89,11 @@ def resample(
   support = _HALF_LEN_FACTOR * max(up, down) / up + 2
   pad = int(math.ceil(support / down)) * down
   step = max(down, (chunk_out * down // up) // down * down)  # input samples per chunk
+  work = np.float64 if np.dtype(out_dtype).itemsize > 4 else np.float32
   for s in range(0, n_in, step):
     e = min(n_in, s + step)
     lo, hi = max(0, s - pad), min(n_in, e + pad)
-    y = sps.resample_poly(x[lo:hi].astype(np.float64, copy=False), up, down, padtype="edge")
+    y = sps.resample_poly(x[lo:hi].astype(work, copy=False), up, down, padtype="edge")
     first = (s - lo) * up // down  # s and lo are multiples of `down`
     o_s, o_e = s * up // down, resampled_length(e, up, down)
     out[o_s:o_e] = y[first : first + (o_e - o_s)]
@@ -139,40 +141,67 @@ def notch(x: np.ndarray, fs: float, f0: float, quality: float = 30.0) -> np.ndar
   return sps.sosfiltfilt(sps.tf2sos(b, a), np.asarray(x, dtype=np.float64))
 
 
-def robust_stats(x: np.ndarray, valid: np.ndarray | None = None, floor: float = 1e-12) -> dict:
+def robust_stats(
+    x: np.ndarray, valid: np.ndarray | None = None, floor: float = 1e-12,
+    max_samples: int | None = 1_000_000, seed: int = 0,
+) -> dict:
   """Median and robust scale (IQR / 1.349) of the finite (and `valid`) samples of `x`.
 
   For a channel whose IQR is (near) zero, e.g. a mostly constant trace, the standard deviation is
   used; a truly flat (or empty) channel gets scale 1 and "flat" True.
+
+  On long channels the quantiles are estimated from `max_samples` samples in fixed-seed random
+  blocks of 256 consecutive samples spread over the whole recording (deterministic; quantile errors
+  well under 1 % of the scale), instead of sorting every sample of an 8-hour 512-Hz channel.
 
   Args:
     x: 1-D signal.
     valid: optional bool mask of the samples to use (e.g. those in windows of good quality). If it
       selects no finite sample, all finite samples are used.
     floor: scales at or below `floor * max(1, |median|)` count as zero.
+    max_samples: subsample size (None: use every sample).
+    seed: subsample seed.
 
   Returns:
-    {"median", "scale", "iqr", "flat", "valid_fraction"}.
+    {"median", "scale", "iqr", "flat", "valid_fraction"}; valid_fraction is the fraction of samples
+    in `valid` (or finite, without `valid`).
   """
   x = np.asarray(x)
-  sel = np.isfinite(x)
+  if x.ndim != 1:
+    raise ValueError(f"robust_stats expects a 1-D signal, got shape {x.shape}")
   if valid is not None:
     valid = np.asarray(valid, dtype=bool)
     if valid.shape != x.shape:
       raise ValueError(f"valid mask shape {valid.shape} != signal shape {x.shape}")
-    if np.any(sel & valid):
+  v = None
+  block = 256
+  if max_samples is not None and x.size > 2 * max_samples:
+    # Random blocks of `block` consecutive samples: as representative as single samples for the
+    # marginal quantiles, and cache-friendly to gather.
+    starts = np.random.default_rng(seed).integers(0, x.size - block, max_samples // block)
+    idx = (starts[:, None] + np.arange(block)).ravel()
+    xs = x[idx]
+    sel = np.isfinite(xs)
+    if valid is not None and np.any(sel & valid[idx]):
+      sel &= valid[idx]
+    if np.count_nonzero(sel) >= max_samples // 4:  # else too sparse: use the exact path
+      v = xs[sel]
+  if v is None:
+    sel = np.isfinite(x)
+    if valid is not None and np.any(sel & valid):
       sel &= valid
-  v = x[sel].astype(np.float64, copy=False)
+    v = x[sel]
+  usable = np.count_nonzero(valid) if valid is not None else np.count_nonzero(np.isfinite(x))
+  v = v.astype(np.float64)  # a private copy: percentile may reorder it
   stats = {"median": 0.0, "scale": 1.0, "iqr": 0.0, "flat": True,
-           "valid_fraction": float(v.size / max(1, x.size))}
+           "valid_fraction": float(usable / max(1, x.size))}
   if v.size:
-    std = float(np.std(v))
     q25, med, q75 = np.percentile(v, [25.0, 50.0, 75.0], overwrite_input=True)
     iqr = float(q75 - q25)
     tiny = floor * max(1.0, abs(float(med)))
     scale = iqr / IQR_TO_SIGMA
     if scale <= tiny:
-      scale = std
+      scale = float(np.std(v))
     flat = scale <= tiny
     stats.update(median=float(med), iqr=iqr, scale=1.0 if flat else float(scale), flat=bool(flat))
   return stats
