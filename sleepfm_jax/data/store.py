@@ -225,6 +225,10 @@ class StoreWriter:
     self.register(entry)
     return entry
 
+  def __getstate__(self):
+    # Sent to worker processes: the configuration only, not the entries registered so far.
+    return {**self.__dict__, "_entries": {}}
+
   def register(self, entry: Mapping[str, Any]) -> None:
     """Adds the index entry of a shard written by another process (e.g. a worker's writer)."""
     rid = entry["recording_id"]
@@ -395,19 +399,21 @@ class WindowStore:
         if dtype != want_dtype:
           raise StoreError(f"{p}: dtype {dtype}, expected {want_dtype}")
 
-  def _shard(self, r: int) -> dict[str, np.ndarray]:
+  def _arrays(self, r: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Memmaps of shard `r` for `keys`, opened on first use (LRU over shards)."""
     with self._lock:
       arrays = self._cache.get(r)
-      if arrays is not None:
-        self._cache.move_to_end(r)
-        return arrays
-    shard = self.path / self.recordings[r]["shard"]
-    arrays = {key: _open_npy(shard / name) for key, (name, _) in self._files.items()}
-    with self._lock:
-      self._cache[r] = arrays
+      if arrays is None:
+        arrays = self._cache[r] = {}
+        while len(self._cache) > self.max_open_shards:
+          self._cache.popitem(last=False)
       self._cache.move_to_end(r)
-      while len(self._cache) > self.max_open_shards:
-        self._cache.popitem(last=False)
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+      shard = self.path / self.recordings[r]["shard"]
+      opened = {k: _open_npy(shard / self._files[k][0]) for k in missing}
+      with self._lock:
+        arrays.update(opened)
     return arrays
 
   def close(self) -> None:
@@ -457,7 +463,7 @@ class WindowStore:
       for group in np.split(order, bounds):
         r = int(rec[group[0]])
         local = idx[group] - self._first[r]
-        arrays = self._shard(r)
+        arrays = self._arrays(r, keys)
         if group.size == 1:
           g, loc = int(group[0]), int(local[0])
           for k in keys:
