@@ -308,16 +308,20 @@ _SLPDB_STAGES = {"W", "1", "2", "3", "4", "R", "MT", "M"}
 def _read_wfdb(path: str, epoch_len: float) -> Annotations:
   import wfdb  # pylint: disable=import-outside-toplevel
 
+  from sleepfm_jax.data.wfdb_io import quiet_wfdb  # pylint: disable=import-outside-toplevel
+
   record, ext = os.path.splitext(path)
   if not os.path.isfile(path):
     raise PSGError(path, "file not found")
   try:
-    ann = wfdb.rdann(record, ext.lstrip("."))
+    with quiet_wfdb():
+      ann = wfdb.rdann(record, ext.lstrip("."))
   except Exception as e:
     raise PSGError(path, f"cannot read WFDB annotations: {e}") from e
   fs = ann.fs
   if not fs and os.path.isfile(record + ".hea"):
-    fs = wfdb.rdheader(record).fs
+    with quiet_wfdb():
+      fs = wfdb.rdheader(record).fs
   if not fs:
     raise PSGError(path, "sampling frequency unknown (no fs in the file and no .hea header)")
   times = np.asarray(ann.sample, dtype=np.float64) / float(fs)
