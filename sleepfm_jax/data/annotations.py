@@ -62,7 +62,7 @@ CONFLICT_REASON = "conflicting stage annotations"
 
 
 def _stage_key(label: str) -> str:
-  s = label.strip().lower()
+  s = label.strip().lower().replace("_", " ")
   s = s.split("|", 1)[0]  # NSRR style "Stage 2 sleep|2"
   s = re.sub(r"\b(sleep|stage)\b", " ", s)
   return re.sub(r"[\s_\-:]+", "", s)
