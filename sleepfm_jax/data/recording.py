@@ -65,6 +65,7 @@ class RawRecording(Protocol):
     segments: contiguous stretches of signal, in time order.
     embedded_annotations: (onset, duration, text) annotations stored in the signal file itself
       (EDF+ only; duration 0.0 when the file gives none).
+    warnings: harmless oddities found while opening (e.g. trailing bytes), for reports.
   """
 
   path: str
@@ -73,6 +74,7 @@ class RawRecording(Protocol):
   duration: float
   channels: list[ChannelInfo]
   segments: list[Segment]
+  warnings: list[str]
 
   @property
   def embedded_annotations(self) -> list[tuple[float, float, str]]: ...
