@@ -6,15 +6,18 @@ Three sources are read into one `Annotations` object:
   `Movement time`) or AASM exports (`Sleep stage N1`, `N2`, `REM`, `Wake`, ...), with events such as
   `Obstructive apnea`, `Hypopnea`, `Arousal`, `SpO2 desaturation`. Stage annotations are runs
   (onset, duration, label) and are expanded into 30-s epochs.
-* WFDB `.st` annotation files (MIT-BIH polysomnographic database): one annotation per 30-s epoch whose
-  aux note is a stage token (`W 1 2 3 4 R`, `MT`/`M`) followed by event codes (`H HA OA X CA CAA` are
-  respiratory, `L LA A` are movements/arousals); each code becomes an `Event` covering that epoch.
-* CSV/TSV files with a `onset,duration,label` header and optional `# respiratory_scored: true|false`.
+* WFDB `.st` annotation files (MIT-BIH polysomnographic database): one annotation per 30-s epoch
+  whose aux note is a stage token (`W 1 2 3 4 R`, `MT`/`M`) followed by event codes (`H HA OA X CA
+  CAA` are respiratory, `L LA A` are movements/arousals); each code becomes an `Event` covering that
+  epoch.
+* CSV/TSV files with a `onset,duration,label` header and optional
+  `# respiratory_scored: true|false`.
 
-Stages map to the 5 AASM classes `STAGES` (R&K 3 and 4 → N3); unscored epochs (`?`), movement time
-and gaps between stage runs get -1 and are counted by reason in `Annotations.excluded`. The SDB label
-of an epoch is 1 when any apnea/hypopnea overlaps it, 0 when respiratory events were scored and none
-does, and -1 when the source does not score respiratory events at all (never an invented 0).
+Stages map to the 5 AASM classes `STAGES` (R&K 3 and 4 → N3); unscored epochs (`?`), movement
+time and gaps between stage runs get -1 and are counted by reason in `Annotations.excluded`. The
+SDB label of an epoch is 1 when any apnea/hypopnea overlaps it, 0 when respiratory events were
+scored and none does, and -1 when the source does not score respiratory events at all (never an
+invented 0).
 """
 
 from __future__ import annotations
