@@ -4,7 +4,6 @@ import dataclasses
 import datetime
 import json
 import os
-import pathlib
 import pickle
 import subprocess
 import sys
