@@ -373,7 +373,10 @@ class EdfRecording:
       self.segments = [Segment(0.0, h.num_records * h.record_duration)]
       self._record_ranges = [(0, h.num_records)]
       if h.annotation_signals:
-        first_onset = float(record_onsets(self.path, h, num_records=1)[0])
+        try:  # only the sub-second start offset depends on it: tolerate a malformed first TAL.
+          first_onset = float(record_onsets(self.path, h, num_records=1)[0])
+        except PSGError as e:
+          self.warnings.append(f"start offset unknown, using 0: {e.message}")
     self.duration = self.segments[-1].end
     self.start_datetime = start_datetime(h, first_onset)
     self._embedded: list[tuple[float, float, str]] | None = None
