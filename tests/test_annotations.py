@@ -194,6 +194,12 @@ def test_csv_respiratory_scored_flag(tmp_path):
     read_annotations(path)
 
 
+def test_csv_stage_markers_without_duration(tmp_path):
+  path = tmp_path / "m.csv"
+  path.write_text("onset,duration,label\n0,,W\n30,1,N1\n60,0,N2\n90,30,REM\n")
+  np.testing.assert_array_equal(read_annotations(path).stages, [0, 1, 2, 4])
+
+
 def test_csv_gaps_and_conflicts(tmp_path):
   path = tmp_path / "c.csv"
   path.write_text("onset,duration,label\n30,30,Sleep stage W\n90,60,Sleep stage 2\n"

@@ -219,7 +219,7 @@ def from_records(
   """Builds `Annotations` from (onset, duration, label) records (stage runs and events mixed).
 
   Stage runs are expanded into `epoch_len` epochs on the grid that starts at the first stage
-  onset; a run with no duration is one epoch. Epochs no stage run covers are -1 ("unscored (gap)");
+  onset; a run with no duration, or shorter than an epoch, labels one epoch. Epochs no stage run covers are -1 ("unscored (gap)");
   epochs covered by runs with different stages are -1 ("conflicting stage annotations"). Other
   labels become `Event`s. `respiratory_scored=None` means: scored iff any respiratory event exists.
 
@@ -252,7 +252,8 @@ def from_records(
       )
     n = dur / epoch_len
     count = int(round(n)) if abs(n - round(n)) * epoch_len <= 1.0 else int(math.floor(n))
-    placed.append((first, max(count, 1) if dur == 0 else count, label))
+    # A stage annotation shorter than an epoch (no duration, or a 1-s marker) labels one epoch.
+    placed.append((first, max(count, 1), label))
   n_epochs = max(first + count for first, count, _ in placed)
   stages = np.full(n_epochs, -1, dtype=np.int8)
   stage_raw = [""] * n_epochs
