@@ -4,7 +4,6 @@ import dataclasses
 import datetime
 import json
 import os
-import pathlib
 import pickle
 import subprocess
 import sys
@@ -296,3 +295,19 @@ def test_read_edf_header_only_reads_header(small_edf):
   assert header.num_records == 10 and header.record_duration == 1.0
   assert [s.label for s in header.signals] == ["EEG Fpz-Cz", "Resp oro-nasal"]
   assert [s.offset for s in header.signals] == [0, 100]
+
+
+def test_edf_plus_c_with_broken_first_timekeeping_is_tolerated(tmp_path):
+  path = write_edf(tmp_path / "c.edf", {"ECG": (10.0, np.arange(30.0))},
+                   annotations=[(0.0, None, "x" * 20)])
+  header_bytes, _, _ = header_info(path)
+  raw = bytearray(path.read_bytes())
+  ann_offset = header_bytes + 2 * 10  # the annotation signal follows 10 ECG samples
+  raw[ann_offset : ann_offset + 4] = b"junk"
+  path.write_bytes(bytes(raw))
+  rec = open_recording(path)
+  assert rec.warnings and rec.warnings[0].startswith("start offset unknown, using 0")
+  np.testing.assert_allclose(rec.read("ECG"), np.arange(30.0), atol=1e-3)
+  d = tmp_path / "d.edf"
+  d.write_bytes(bytes(raw[:192]) + b"EDF+D".ljust(44) + bytes(raw[236:]))
+  _raises(d, "data record 0 has no timekeeping annotation", channel="EDF Annotations")

@@ -6,15 +6,18 @@ Three sources are read into one `Annotations` object:
   `Movement time`) or AASM exports (`Sleep stage N1`, `N2`, `REM`, `Wake`, ...), with events such as
   `Obstructive apnea`, `Hypopnea`, `Arousal`, `SpO2 desaturation`. Stage annotations are runs
   (onset, duration, label) and are expanded into 30-s epochs.
-* WFDB `.st` annotation files (MIT-BIH polysomnographic database): one annotation per 30-s epoch whose
-  aux note is a stage token (`W 1 2 3 4 R`, `MT`/`M`) followed by event codes (`H HA OA X CA CAA` are
-  respiratory, `L LA A` are movements/arousals); each code becomes an `Event` covering that epoch.
-* CSV/TSV files with a `onset,duration,label` header and optional `# respiratory_scored: true|false`.
+* WFDB `.st` annotation files (MIT-BIH polysomnographic database): one annotation per 30-s epoch
+  whose aux note is a stage token (`W 1 2 3 4 R`, `MT`/`M`) followed by event codes (`H HA OA X CA
+  CAA` are respiratory, `L LA A` are movements/arousals); each code becomes an `Event` covering that
+  epoch.
+* CSV/TSV files with a `onset,duration,label` header and optional
+  `# respiratory_scored: true|false`.
 
-Stages map to the 5 AASM classes `STAGES` (R&K 3 and 4 → N3); unscored epochs (`?`), movement time
-and gaps between stage runs get -1 and are counted by reason in `Annotations.excluded`. The SDB label
-of an epoch is 1 when any apnea/hypopnea overlaps it, 0 when respiratory events were scored and none
-does, and -1 when the source does not score respiratory events at all (never an invented 0).
+Stages map to the 5 AASM classes `STAGES` (R&K 3 and 4 → N3); unscored epochs (`?`), movement
+time and gaps between stage runs get -1 and are counted by reason in `Annotations.excluded`. The
+SDB label of an epoch is 1 when any apnea/hypopnea overlaps it, 0 when respiratory events were
+scored and none does, and -1 when the source does not score respiratory events at all (never an
+invented 0).
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ CONFLICT_REASON = "conflicting stage annotations"
 
 
 def _stage_key(label: str) -> str:
-  s = label.strip().lower()
+  s = label.strip().lower().replace("_", " ")
   s = s.split("|", 1)[0]  # NSRR style "Stage 2 sleep|2"
   s = re.sub(r"\b(sleep|stage)\b", " ", s)
   return re.sub(r"[\s_\-:]+", "", s)
@@ -216,7 +219,7 @@ def from_records(
   """Builds `Annotations` from (onset, duration, label) records (stage runs and events mixed).
 
   Stage runs are expanded into `epoch_len` epochs on the grid that starts at the first stage
-  onset; a run with no duration is one epoch. Epochs no stage run covers are -1 ("unscored (gap)");
+  onset; a run with no duration, or shorter than an epoch, labels one epoch. Epochs no stage run covers are -1 ("unscored (gap)");
   epochs covered by runs with different stages are -1 ("conflicting stage annotations"). Other
   labels become `Event`s. `respiratory_scored=None` means: scored iff any respiratory event exists.
 
@@ -249,7 +252,8 @@ def from_records(
       )
     n = dur / epoch_len
     count = int(round(n)) if abs(n - round(n)) * epoch_len <= 1.0 else int(math.floor(n))
-    placed.append((first, max(count, 1) if dur == 0 else count, label))
+    # A stage annotation shorter than an epoch (no duration, or a 1-s marker) labels one epoch.
+    placed.append((first, max(count, 1), label))
   n_epochs = max(first + count for first, count, _ in placed)
   stages = np.full(n_epochs, -1, dtype=np.int8)
   stage_raw = [""] * n_epochs
@@ -308,16 +312,20 @@ _SLPDB_STAGES = {"W", "1", "2", "3", "4", "R", "MT", "M"}
 def _read_wfdb(path: str, epoch_len: float) -> Annotations:
   import wfdb  # pylint: disable=import-outside-toplevel
 
+  from sleepfm_jax.data.wfdb_io import quiet_wfdb  # pylint: disable=import-outside-toplevel
+
   record, ext = os.path.splitext(path)
   if not os.path.isfile(path):
     raise PSGError(path, "file not found")
   try:
-    ann = wfdb.rdann(record, ext.lstrip("."))
+    with quiet_wfdb():
+      ann = wfdb.rdann(record, ext.lstrip("."))
   except Exception as e:
     raise PSGError(path, f"cannot read WFDB annotations: {e}") from e
   fs = ann.fs
   if not fs and os.path.isfile(record + ".hea"):
-    fs = wfdb.rdheader(record).fs
+    with quiet_wfdb():
+      fs = wfdb.rdheader(record).fs
   if not fs:
     raise PSGError(path, "sampling frequency unknown (no fs in the file and no .hea header)")
   times = np.asarray(ann.sample, dtype=np.float64) / float(fs)

@@ -183,7 +183,9 @@ class Montage:
         if name not in CANONICAL:
           raise ValueError(f"montage channel {name!r} is not a canonical name")
         if modality_of(name) != modality:
-          raise ValueError(f"montage channel {name!r} belongs to {modality_of(name)}, not {modality}")
+          raise ValueError(
+              f"montage channel {name!r} belongs to {modality_of(name)}, not {modality}"
+          )
         if name in seen:
           raise ValueError(f"montage channel {name!r} appears twice")
         seen.add(name)

@@ -78,26 +78,47 @@ def _is_annotation_only_edf(path: pathlib.Path) -> bool:
     return False  # unreadable: treat as a signal file; opening it will report why.
 
 
-def _collect(paths_or_folder: str | os.PathLike | Iterable[str | os.PathLike]) -> list[pathlib.Path]:
+def _collect(
+    paths_or_folder: str | os.PathLike | Iterable[str | os.PathLike],
+) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+  """(files found, other files in the folders of files named one by one)."""
   if isinstance(paths_or_folder, (str, os.PathLike)):
     paths_or_folder = [paths_or_folder]
   files: list[pathlib.Path] = []
+  folders: set[pathlib.Path] = set()
   for p in map(pathlib.Path, paths_or_folder):
     if p.is_dir():
       files.extend(sorted(q for q in p.rglob("*") if q.is_file()))
-    elif p.is_file():
-      files.append(p)
-    elif p.with_suffix(".hea").is_file() and not p.suffix:
-      files.append(p.with_suffix(".hea"))
-    else:
+      continue
+    if not p.is_file() and not p.suffix and p.with_suffix(".hea").is_file():
+      p = p.with_suffix(".hea")  # a WFDB record named without extension
+    if not p.is_file():
       raise FileNotFoundError(f"{p}: no such file or folder")
+    files.append(p)
+    folders.add(p.parent)
   seen, unique = set(), []
   for f in files:
     key = f.resolve()
     if key not in seen:
       seen.add(key)
       unique.append(f)
-  return unique
+  siblings = [q for d in sorted(folders) for q in sorted(d.iterdir())
+              if q.is_file() and q.resolve() not in seen]
+  return unique, siblings
+
+
+def _classify(f: pathlib.Path) -> str | None:
+  """"signal", "annotation", a reason the file cannot be used, or None (not a PSG file)."""
+  ext = f.suffix.lower()
+  if ext == ".hea":
+    return "signal"
+  if ext == ".edf":
+    if _ANNOTATION_EDF.search(f.stem) or _is_annotation_only_edf(f):
+      return "annotation"
+    return "signal"
+  if ext in (".st", ".csv", ".tsv"):
+    return "annotation"
+  return _UNSUPPORTED.get(ext)
 
 
 def _annotation_candidates(signal: pathlib.Path, pool: dict[pathlib.Path, str]) -> list[str]:
@@ -189,27 +210,31 @@ def discover(
   signals: list[pathlib.Path] = []
   annotations: dict[pathlib.Path, str] = {}
   unpaired: list[tuple[str, str]] = []
-  for f in _collect(paths_or_folder):
-    ext = f.suffix.lower()
-    if ext == ".hea":
+  files, siblings = _collect(paths_or_folder)
+  for f in files:
+    kind = _classify(f)
+    if kind == "signal":
       signals.append(f)
-    elif ext == ".edf":
-      if _ANNOTATION_EDF.search(f.stem) or _is_annotation_only_edf(f):
-        annotations[f] = f.name.lower()
-      else:
-        signals.append(f)
-    elif ext in (".st", ".csv", ".tsv"):
+    elif kind == "annotation":
       annotations[f] = f.name.lower()
-    elif ext in _UNSUPPORTED:
-      unpaired.append((str(f), _UNSUPPORTED[ext]))
+    elif kind:
+      unpaired.append((str(f), kind))
+  # Signal files named one by one still pair with annotation files beside them; those are not
+  # reported when they pair with nothing (they were not asked for).
+  explicit = set(annotations)
+  for f in siblings:
+    if f not in annotations and _classify(f) == "annotation":
+      annotations[f] = f.name.lower()
   used: dict[str, str] = {}
   specs: dict[str, RecordingSpec] = {}
-  for sig in signals:
+  # Signals with an annotation file first, so that a duplicate id keeps the annotated recording.
+  pairs = {sig: _annotation_candidates(sig, annotations) for sig in signals}
+  for sig in sorted(signals, key=lambda p: (not pairs[p], str(p))):
     rid = recording_id_for(sig)
     if rid in specs:
       unpaired.append((str(sig), f"duplicate recording id {rid!r} (also {specs[rid].signal_path})"))
       continue
-    candidates = [c for c in _annotation_candidates(sig, annotations) if c not in used]
+    candidates = [c for c in pairs[sig] if c not in used]
     ann = candidates[0] if candidates else None
     for other in candidates[1:]:
       used[other] = f"not used: {ann} was preferred for {sig}"
@@ -219,7 +244,7 @@ def discover(
     if ann is not None:
       used[ann] = ""
     specs[rid] = RecordingSpec(rid, subject_id_for(rid), str(sig), ann)
-  for path in map(str, annotations):
+  for path in map(str, explicit):
     reason = used.get(path)
     if reason is None:
       unpaired.append((path, "annotation file without a matching signal file"))

@@ -1,10 +1,11 @@
 """EDF, EDF+C and EDF+D signal files, validated up front and read lazily one channel at a time.
 
-The header is parsed and checked here, byte by byte, before anything else touches the file: real-world
-EDFs are often truncated (a recorder that crashed), carry a record count of -1 (never finalised), or
-have stray trailing bytes, and a clear `PSGError` is more useful than a reader that silently "fixes"
-the header. Samples are then read through edfio's lazy loader (a memory map of the data records), so
-opening costs a few kilobytes and `read(label)` touches only that channel's bytes.
+The header is parsed and checked here, byte by byte, before anything else touches the file:
+real-world EDFs are often truncated (a recorder that crashed), carry a record count of -1 (never
+finalised), or have stray trailing bytes, and a clear `PSGError` is more useful than a reader that
+silently "fixes" the header. Samples are then read through edfio's lazy loader (a memory map of the
+data records), so opening costs a few kilobytes and `read(label)` touches only that channel's
+bytes.
 
 EDF+D (discontinuous) files say in their first "EDF Annotations" signal, for every data record, when
 that record starts (the timekeeping annotation). edfio only reports whether a file is continuous, so
@@ -184,7 +185,9 @@ def read_edf_header(path: str | os.PathLike) -> EdfHeader:
     offset += spr
 
   reserved = _text(fields["reserved"])
-  fmt = "edf+d" if reserved.startswith("EDF+D") else "edf+c" if reserved.startswith("EDF+") else "edf"
+  fmt = "edf"
+  if reserved.startswith("EDF+"):
+    fmt = "edf+d" if reserved.startswith("EDF+D") else "edf+c"
   if fmt != "edf" and not any(s.is_annotation for s in signals):
     raise PSGError(path, f"{fmt.upper()} file without an '{ANNOTATION_LABEL}' signal")
 
@@ -370,7 +373,10 @@ class EdfRecording:
       self.segments = [Segment(0.0, h.num_records * h.record_duration)]
       self._record_ranges = [(0, h.num_records)]
       if h.annotation_signals:
-        first_onset = float(record_onsets(self.path, h, num_records=1)[0])
+        try:  # only the sub-second start offset depends on it: tolerate a malformed first TAL.
+          first_onset = float(record_onsets(self.path, h, num_records=1)[0])
+        except PSGError as e:
+          self.warnings.append(f"start offset unknown, using 0: {e.message}")
     self.duration = self.segments[-1].end
     self.start_datetime = start_datetime(h, first_onset)
     self._embedded: list[tuple[float, float, str]] | None = None

@@ -1,8 +1,8 @@
 """The one exception type for bad PSG input.
 
 Batch jobs (preprocessing, discovery) catch `PSGError`, record the file as skipped with the message,
-and carry on with the next file. Every message starts with the file path and, where one channel is at
-fault, that channel's label, so that a report line alone says where to look.
+and carry on with the next file. Every message starts with the file path and, where one channel
+is at fault, that channel's label, so that a report line alone says where to look.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """The common, format-independent view of one PSG signal file.
 
 `open_recording` picks the reader by file extension (EDF/EDF+ or WFDB) and returns an object that
-satisfies `RawRecording`. Opening reads the header only; `read(label)` then reads the samples of one
-channel. Everything downstream (channel harmonisation, windowing, the store writer) works against this
-protocol and never sees edfio or wfdb objects.
+satisfies `RawRecording`. Opening reads the header only; `read(label)` then reads the samples of
+one channel. Everything downstream (channel harmonisation, windowing, the store writer) works
+against this protocol and never sees edfio or wfdb objects.
 
-Times are seconds from the recording's start (the header start time). A recording consists of one or
-more `Segment`s of contiguous signal: plain EDF, EDF+C and WFDB files have exactly one, starting at 0;
-discontinuous EDF+D files have one per stretch between gaps, so that 30-s windows can be cut inside a
-segment and never straddle a gap.
+Times are seconds from the recording's start (the header start time). A recording consists of one
+or more `Segment`s of contiguous signal: plain EDF, EDF+C and WFDB files have exactly one, starting
+at 0; discontinuous EDF+D files have one per stretch between gaps, so that 30-s windows can be cut
+inside a segment and never straddle a gap.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class RawRecording(Protocol):
     segments: contiguous stretches of signal, in time order.
     embedded_annotations: (onset, duration, text) annotations stored in the signal file itself
       (EDF+ only; duration 0.0 when the file gives none).
+    warnings: harmless oddities found while opening (e.g. trailing bytes), for reports.
   """
 
   path: str
@@ -73,6 +74,7 @@ class RawRecording(Protocol):
   duration: float
   channels: list[ChannelInfo]
   segments: list[Segment]
+  warnings: list[str]
 
   @property
   def embedded_annotations(self) -> list[tuple[float, float, str]]: ...

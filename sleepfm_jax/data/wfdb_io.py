@@ -8,19 +8,32 @@ channels interleaved in the `.dat` file plus the one channel being returned.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
+import warnings
 
 import numpy as np
-import wfdb
-from wfdb.io import _signal as wfdb_signal
+
+with warnings.catch_warnings():  # wfdb 4.3 warns about pandas deprecations on import.
+  warnings.filterwarnings("ignore", message="The inplace keyword")
+  import wfdb
+  from wfdb.io import _signal as wfdb_signal
 
 from sleepfm_jax.data.errors import PSGError
 from sleepfm_jax.data.recording import ChannelInfo, Segment
 
 # Frames read per `rdrecord` call: bounds peak memory to this many frames of every channel.
 _BLOCK_FRAMES = 1 << 20
+
+
+@contextlib.contextmanager
+def quiet_wfdb():
+  """Silences wfdb 4.3's pandas deprecation warnings (its own code, nothing we can act on)."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="The inplace keyword")
+    yield
 
 
 def _record_name(path: str) -> str:
@@ -44,7 +57,8 @@ class WfdbRecording:
     if os.path.getsize(self.path) == 0:
       raise PSGError(self.path, "empty file (0 bytes)")
     try:
-      header = wfdb.rdheader(self.record_name)
+      with quiet_wfdb():
+        header = wfdb.rdheader(self.record_name)
     except Exception as e:  # wfdb raises several types for malformed headers.
       raise PSGError(self.path, f"cannot parse WFDB header: {e}") from e
     if isinstance(header, wfdb.MultiRecord) or getattr(header, "seg_name", None):
@@ -133,10 +147,11 @@ class WfdbRecording:
     for start in range(0, n, _BLOCK_FRAMES):
       stop = min(n, start + _BLOCK_FRAMES)
       try:
-        rec = wfdb.rdrecord(
-            self.record_name, sampfrom=start, sampto=stop, channels=[i], physical=True,
-            smooth_frames=not multi,
-        )
+        with quiet_wfdb():
+          rec = wfdb.rdrecord(
+              self.record_name, sampfrom=start, sampto=stop, channels=[i], physical=True,
+              smooth_frames=not multi,
+          )
       except Exception as e:
         raise PSGError(self.path, f"wfdb cannot read samples {start}..{stop}: {e}", label) from e
       block = rec.e_p_signal[0] if multi else rec.p_signal[:, 0]
