@@ -60,7 +60,8 @@ def test_sc4001_end_to_end(sc4001_store):
 
 # --- synthetic nights --------------------------------------------------------------------------
 
-STAGE_RUNS = "0,120,Sleep stage W\n120,90,Sleep stage 2\n210,30,Sleep stage ?\n240,420,Sleep stage R\n"
+STAGE_RUNS = ("0,120,Sleep stage W\n120,90,Sleep stage 2\n210,30,Sleep stage ?\n"
+              "240,420,Sleep stage R\n")
 
 
 def _night(path, seconds=600, flat_epochs=(), clipped_epochs=(), labels=None, seed=0):
@@ -266,3 +267,60 @@ def test_cli_writes_store_and_report(tmp_path):
   # No normalisation (paper): the EEG keeps its physical units (uV, amplitude up to 200).
   c3 = st.montage.channels("bas").index("C3-M2")
   assert np.abs(st[1]["bas"][c3]).max() > 50
+
+
+def test_filters_apply_per_modality_and_skip_corners_above_nyquist(tmp_path):
+  sig = _night(tmp_path / "f.edf")
+  ann = _csv(tmp_path / "f.csv")
+  spec = RecordingSpec("f", "f", str(sig), str(ann))
+
+  def alpha_power(filters, name):
+    cfg = {**CFG, "normalise": "none", "filters": filters}
+    rep = pp.preprocess([spec], tmp_path / name, cfg, progress=False)
+    st = WindowStore(tmp_path / name)
+    x = st.get_batch(np.arange(len(st)))["bas"][:, st.montage.channels("bas").index("C3-M2")]
+    f = np.fft.rfftfreq(x.shape[-1], 1 / 256)
+    p = np.abs(np.fft.rfft(x, axis=-1)) ** 2
+    return p[:, np.abs(f - 10) < 0.2].sum(), rep["recordings"][0]["notes"]
+
+  base, _ = alpha_power({}, "a")
+  cut, notes = alpha_power({"bas": {"bandpass": [15.0, 60.0], "notch": 50.0},
+                            "SpO2": {"bandpass": [0.01, 5.0]}}, "b")
+  assert cut < base / 100  # 10 Hz is far below the 15-Hz high-pass corner
+  assert any("C3-M2: band-pass high corner 60.0 Hz >= Nyquist 50.0 Hz" in n for n in notes)
+  assert any("C3-M2: notch 50.0 Hz >= Nyquist 50.0 Hz" in n for n in notes)
+  assert any("SpO2: band-pass high corner 5.0 Hz >= Nyquist 0.5 Hz" in n for n in notes)
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword")
+def test_wfdb_record_at_250_hz_with_slpdb_style_annotations(tmp_path):
+  import wfdb  # pylint: disable=import-outside-toplevel
+
+  fs, seconds = 250, 600
+  rng = np.random.default_rng(4)
+  t = np.arange(fs * seconds) / fs
+  sig = np.stack([30 * np.sin(2 * np.pi * 6 * t) + rng.standard_normal(t.size),
+                  rng.standard_normal(t.size), np.sin(2 * np.pi * 0.25 * t)], axis=1)
+  wfdb.wrsamp("slp99a", fs=fs, units=["uV", "mV", "l"],
+              sig_name=["EEG C4-A1", "ECG", "Resp (nasal)"], p_signal=sig, fmt=["16"] * 3,
+              write_dir=str(tmp_path))
+  # slpdb .st style: one note per 30-s epoch, stage then event codes; the first sits on sample 1.
+  notes = ["W", "W", "1", "2", "2 OA", "2 X", "3", "4", "R", "R H"] * 2
+  wfdb.wrann("slp99a", "st", np.array([1 + 7500 * k for k in range(20)]), ['"'] * 20,
+             aux_note=notes, write_dir=str(tmp_path))
+  specs, _ = discover(tmp_path)
+  assert [(s.recording_id, s.subject_id) for s in specs] == [("slp99a", "slp99")]
+  report = pp.preprocess(specs, tmp_path / "store", CFG, progress=False)
+  rec = report["recordings"][0]
+  assert rec["status"] == "ok", rec.get("traceback") or rec.get("reason")
+  st = WindowStore(tmp_path / "store")
+  # Epoch 0 starts at sample 1 (4 ms): the last epoch would end 4 ms past the signal → cropped.
+  assert len(st) == 19 and rec["excluded"] == {pp.CROPPED: 1}
+  b = st.get_batch(np.arange(19))
+  np.testing.assert_array_equal(b["stage"], [0, 0, 1, 2, 2, 2, 3, 3, 4, 4, 0, 0, 1, 2, 2, 2, 3, 3, 4])
+  np.testing.assert_allclose(b["start"][:2], [0.004, 30.004])
+  np.testing.assert_array_equal(np.flatnonzero(b["sdb"] == 1), [4, 5, 9, 14, 15])
+  assert b["bas"].shape == (19, 7, 7680) and st.recordings[0]["respiratory_scored"] is True
+  c4 = st.montage.channels("bas").index("C4-M1")
+  x = b["bas"][3, c4]
+  assert abs(np.fft.rfftfreq(7680, 1 / 256)[np.argmax(np.abs(np.fft.rfft(x)))] - 6.0) < 0.1

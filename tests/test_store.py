@@ -29,7 +29,10 @@ def _arrays(n, seed):
   }
 
 
-def _write(path, dtype="float32", recs=(("rec-b", "s2", 7), ("rec-a", "s1", 5), ("rec-c", "s1", 4))):
+RECS = (("rec-b", "s2", 7), ("rec-a", "s1", 5), ("rec-c", "s1", 4))
+
+
+def _write(path, dtype="float32", recs=RECS):
   w = StoreWriter(path, montage=MONTAGE, sample_rate=30, window_seconds=2.0, dtype=dtype,
                   preprocessing={"normalise": "robust"})
   data = {}

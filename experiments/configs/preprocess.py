@@ -25,7 +25,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.aliases = ml_collections.ConfigDict()  # raw label -> canonical name ("" ignores the channel)
   c.dtype = "float16"
   c.normalise = "robust"
-  c.filters = ml_collections.ConfigDict()  # {modality or channel: {"bandpass": (lo, hi), "notch": f0}}
+  # {modality or channel: {"bandpass": (lo, hi), "notch": f0}}
+  c.filters = ml_collections.ConfigDict()
   c.drop_unscored = True
   c.sdb_scored = "auto"
   c.workers = 1

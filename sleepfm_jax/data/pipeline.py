@@ -4,7 +4,7 @@ ordered, padded evaluation batches.
 Training (`train_dataset` → `train_iterator`):
 
   MapDataset.range(len(source)).seed(seed).shuffle().repeat()   global shuffle, new order each epoch
-    [process_index::process_count]                               this process's share (ShardByJaxProcess)
+    [process_index::process_count]                               this process's share
     .batch(local_batch, drop_remainder=True)                     batches of window *positions*
     .map(LoadBatch(source))                                      one fancy-indexed read per shard
     .to_iter_dataset(ReadOptions(...)) [.mp_prefetch(...)]       threads / worker processes

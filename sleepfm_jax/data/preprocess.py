@@ -289,7 +289,7 @@ def process_recording(spec: RecordingSpec, cfg: PreprocessConfig, writer: StoreW
       "channel_errors": channel_errors,
       "normalisation": norm_stats,
       "float16_saturated_samples": saturated + entry.get("float16_saturated_samples", 0),
-      "notes": notes,
+      "notes": list(dict.fromkeys(notes)),  # once each, not once per segment
       "seconds": round(time.perf_counter() - t0, 3),
   }
 
@@ -544,7 +544,8 @@ def format_summary(report: Mapping[str, Any]) -> str:
       "stages: " + ", ".join(f"{k} {v}" for k, v in report["stage_counts"].items()),
   ]
   if report["excluded"]:
-    lines.append("epochs excluded: " + ", ".join(f"{k}: {v}" for k, v in report["excluded"].items()))
+    lines.append("epochs excluded: " +
+                 ", ".join(f"{k}: {v}" for k, v in report["excluded"].items()))
   if report["masked_windows"]:
     lines.append("masked windows per channel: " +
                  ", ".join(f"{k} {v}" for k, v in report["masked_windows"].items()))

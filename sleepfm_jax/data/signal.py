@@ -12,8 +12,8 @@ import math
 import numpy as np
 from scipy import signal as sps
 
-# resample_poly's default filter: a Kaiser-windowed sinc with half-length 10 * max(up, down) samples at
-# the upsampled rate. Its support in input samples bounds how much context a chunk needs.
+# resample_poly's default filter: a Kaiser-windowed sinc with half-length 10 * max(up, down) samples
+# at the upsampled rate. Its support in input samples bounds how much context a chunk needs.
 _HALF_LEN_FACTOR = 10
 
 # The normalised standard deviation of a Gaussian is IQR / 1.349.
@@ -52,8 +52,8 @@ def resample(
 ) -> np.ndarray:
   """Resamples one channel with a polyphase FIR filter (`scipy.signal.resample_poly`).
 
-  The ratio fs_out / fs_in is made an exact fraction up / down (1 -> 256 Hz is 256 / 1, 100 -> 256 is
-  64 / 25, 250 -> 256 is 128 / 125). Output sample j sits at time j / fs_out, like input sample i at
+  The ratio fs_out / fs_in is made an exact fraction up / down (1 -> 256 Hz is 256 / 1, 100 -> 256
+  is 64 / 25, 250 -> 256 is 128 / 125). Output sample j sits at time j / fs_out, like input sample i at
   i / fs_in, and there are exactly ceil(len(x) * up / down) of them.
 
   Long signals are processed in chunks of about `chunk_out` output samples. Every chunk is fed with

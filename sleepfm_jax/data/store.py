@@ -8,15 +8,15 @@ Layout (format "sleepfm-jax-window-store", version 1; see docs/store.md):
     report.json                    the preprocessing report
     shards/<recording_id>/
       bas.npy ecg.npy resp.npy     [n, C_mod, samples] float16 or float32 (C_mod may be 0)
-      mask_bas.npy ...             [n, C_mod] bool: channel present and of good quality in the window
+      mask_bas.npy ...             [n, C_mod] bool: channel present and of good quality
       stage.npy sdb.npy            [n] int8 (-1 = unscored / not scored)
-      epoch.npy                    [n] int32 (epoch number k: the window starts at epoch_onset + 30 k)
+      epoch.npy                    [n] int32 (epoch k: the window starts at epoch_onset + 30 k)
       start.npy                    [n] float64 (seconds from the recording start)
       events.json                  the recording's scored events
       recording.json               this recording's index entry (lets a store be rebuilt or audited)
 
-`StoreWriter` writes each shard atomically (temporary folder, then rename) so an interrupted run never
-leaves a half-written shard under its final name; `finalize` writes the index. `WindowStore` reads
+`StoreWriter` writes each shard atomically (temporary folder, then rename) so an interrupted run
+never leaves a half-written shard under its final name; `finalize` writes the index. `WindowStore` reads
 windows through lazily opened memmaps, is picklable (it carries only its path) and reads batches
 with one fancy-indexed read per shard. numpy only.
 """
@@ -46,7 +46,8 @@ LABEL_KEYS = {"stage": np.int8, "sdb": np.int8, "epoch": np.int32, "start": np.f
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_REQUIRED_INDEX_KEYS = ("sample_rate", "window_seconds", "samples", "dtype", "montage", "recordings")
+_REQUIRED_INDEX_KEYS = (
+    "sample_rate", "window_seconds", "samples", "dtype", "montage", "recordings")
 
 
 class StoreError(ValueError):
