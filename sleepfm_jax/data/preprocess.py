@@ -344,6 +344,8 @@ def _process_channel(rec, raw, fs, name, modality, ann, epochs, seg_of, out, j, 
   for s in seg_ids:
     rows, _, _ = bounds[int(s)]
     x = xs.pop(int(s))
+    if not x.flags.writeable or x.dtype != np.float64:
+      x = np.array(x, dtype=np.float64)  # modified in place below
     bad = ~np.isfinite(x)
     if bad.any():
       fill = norm["median"] if norm else (np.median(x[~bad]) if (~bad).any() else 0.0)
