@@ -1,0 +1,42 @@
+"""Preprocessing presets: `--config=experiments/configs/preprocess.py:<preset>`.
+
+Presets:
+  default   montage "standard" (7 BAS, ECG, 4 respiratory), robust normalisation, float16.
+  sleepedf  montage "sleepedf" (Fpz-Cz, Pz-Oz, EOG, Chin; Airflow): Sleep-EDF cassette recordings.
+  paper     the original SleepFM: montage "paper", no normalisation (raw physical units), float32.
+
+Any field can be overridden on the command line, e.g. `--config.workers=4 --config.dtype=float32`.
+The fields are those of `sleepfm_jax.data.preprocess.PreprocessConfig` (see docs/store.md).
+"""
+
+import ml_collections
+
+PRESETS = ("default", "sleepedf", "paper")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset = arg or "default"
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preprocessing preset {preset!r}; one of {PRESETS}")
+  c = ml_collections.ConfigDict()
+  c.sample_rate = 256
+  c.window_seconds = 30.0
+  c.montage = "standard"
+  c.aliases = ml_collections.ConfigDict()  # raw label -> canonical name ("" ignores the channel)
+  c.dtype = "float16"
+  c.normalise = "robust"
+  # {modality or channel: {"bandpass": (lo, hi), "notch": f0}}
+  c.filters = ml_collections.ConfigDict()
+  c.drop_unscored = True
+  c.sdb_scored = "auto"
+  c.workers = 1
+  c.flat_tol = 1e-6
+  c.clip_fraction = 0.5
+  c.quality_exempt = ("SpO2",)
+  if preset == "sleepedf":
+    c.montage = "sleepedf"
+  elif preset == "paper":
+    c.montage = "paper"
+    c.normalise = "none"
+    c.dtype = "float32"  # raw physical units: keep full precision
+  return c
