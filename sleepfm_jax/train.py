@@ -89,7 +89,8 @@ def plan_data(store: WindowStore, config: ml_collections.ConfigDict) -> DataPlan
     groups = splits.split_subjects(store.subject_ids, fractions, seed=cfg.split_seed)
     idx = {k: store.indices_for_subjects(v) for k, v in groups.items()}
   elif cfg.split == "time":
-    idx = splits.time_block_split(store, fractions, seed=cfg.split_seed)
+    per_recording = [store.indices_for_recording(r["recording_id"]) for r in store.recordings]
+    idx = splits.time_block_split(per_recording, fractions, seed=cfg.split_seed)
   else:
     raise ValueError(f"config.data.split must be 'subject' or 'time', got {cfg.split!r}")
   empty = np.zeros((0,), np.int64)
@@ -192,7 +193,7 @@ def contrastive_loss(model: SleepFM, batch: Mapping[str, jax.Array], *, mode: st
                      renormalise: bool, mesh: jax.sharding.Mesh, train: bool):
   embs = model({m: batch[m] for m in model.modalities}, train=train)
   present = {m: batch[f"present_{m}"] for m in model.modalities}
-  return losses.gathered_loss(embs, present, model.temperature[...], mesh=mesh, mode=mode,
+  return losses.gathered_loss(embs, present, model.t[...], mesh=mesh, mode=mode,
                               renormalise_rest=renormalise)
 
 
@@ -214,9 +215,9 @@ def make_steps(graphdef, config: ml_collections.ConfigDict, mesh: jax.sharding.M
 
     (loss, metrics), grads = nnx.value_and_grad(objective, has_aux=True)(model)
     optimizer.update(model, grads)
-    model.temperature[...] = jnp.clip(model.temperature[...], t_lo, t_hi)
+    model.t[...] = jnp.clip(model.t[...], t_lo, t_hi)
     metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                   temperature=model.temperature[...])
+                   temperature=model.t[...])
     return nnx.state((model, optimizer)), metrics
 
   def eval_step(state, batch):
@@ -350,9 +351,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   # -- data --
   store = WindowStore(config.data.store)
   plan = plan_data(store, config)
-  keys = (*plan.modalities, *(f"mask_{m}" for m in plan.modalities))
-  train_src = pipeline.WindowSource(config.data.store, indices=plan.pretrain, keys=keys)
-  val_src = (pipeline.WindowSource(config.data.store, indices=plan.val, keys=keys)
+  train_src = pipeline.WindowSource(config.data.store, plan.pretrain, plan.modalities)
+  val_src = (pipeline.WindowSource(config.data.store, plan.val, plan.modalities)
              if len(plan.val) else None)
   steps_per_epoch = len(plan.pretrain) // config.batch_size
   total_steps = config.total_steps or math.ceil(config.num_epochs * steps_per_epoch)
@@ -361,7 +361,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count())
   data_iter = pipeline.train_iterator(dataset, worker_count=config.data.worker_count,
-                                      worker_buffer_size=config.data.worker_buffer_size)
+                                      prefetch=config.data.prefetch)
 
   # -- model, optimizer, sharded state --
   model = build_model(config, plan.in_channels, config.seed)

@@ -31,7 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.val_fraction = 0.1  # of the pretrain part
   c.data.split_seed = 0
   c.data.worker_count = 0  # Grain worker processes (0 = in-process)
-  c.data.worker_buffer_size = 2
+  c.data.prefetch = 2  # batches buffered per worker / reader thread
 
   # -- model ----------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()

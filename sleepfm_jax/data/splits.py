@@ -97,3 +97,48 @@ def time_blocked_folds(n: int, k: int, gap: int = 0) -> list[tuple[np.ndarray, n
                        "training windows")
     folds.append((train, test))
   return folds
+
+
+def time_block_split(
+    recordings: Iterable[np.ndarray], fractions: Mapping[str, float], *, n_blocks: int = 10,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+  """Splits each recording's time line into contiguous blocks and deals blocks to splits.
+
+  For one subject (e.g. a single Sleep-EDF night) a subject-wise split is impossible; this keeps
+  windows of a split in long contiguous stretches instead of scattering single windows, and gives
+  every split blocks from across the night (so no split is only the evening's wakefulness).
+  Each recording's windows (given in time order) are cut into `n_blocks` contiguous blocks; each
+  split gets a number of blocks proportional to its fraction (largest remainder, at least one block
+  for every split), and which blocks go where is a seeded permutation per recording.
+
+  Args:
+    recordings: per recording, its window indices in time order.
+    fractions: split name -> positive weight.
+    n_blocks: blocks per recording (>= number of splits).
+    seed: changes which blocks go to which split.
+
+  Returns:
+    split name -> sorted window indices (int64), in the order of `fractions`.
+  """
+  names = list(fractions)
+  w = np.array([float(fractions[n]) for n in names])
+  if not names or np.any(~np.isfinite(w)) or np.any(w <= 0):
+    raise ValueError(f"split fractions must be positive, got {dict(fractions)}")
+  if n_blocks < len(names):
+    raise ValueError(f"n_blocks {n_blocks} < {len(names)} splits: some split would be empty")
+  share = w / w.sum() * n_blocks
+  counts = np.maximum(np.floor(share).astype(int), 1)
+  while counts.sum() < n_blocks:  # largest remainder
+    counts[int(np.argmax(share - counts))] += 1
+  while counts.sum() > n_blocks:  # the floor of 1 overshot: take from the largest
+    counts[int(np.argmax(counts))] -= 1
+  owner = np.repeat(np.arange(len(names)), counts)
+  out = {n: [] for n in names}
+  for r, idx in enumerate(recordings):
+    idx = np.asarray(idx, np.int64)
+    perm = np.random.default_rng([seed, r]).permutation(owner)
+    for block, split in zip(np.array_split(idx, n_blocks), perm):
+      out[names[split]].append(block)
+  return {n: np.sort(np.concatenate(v)) if v else np.zeros((0,), np.int64)
+          for n, v in out.items()}
