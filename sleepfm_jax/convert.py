@@ -85,9 +85,15 @@ def encoder_key_map(encoder: EffNet1D) -> dict[str, tuple[Path, str]]:
 
 
 def _to_numpy(value: Any) -> np.ndarray:
+  """A float32 numpy *copy*.
+
+  Copying matters: `Tensor.numpy()` shares the tensor's memory and `jnp.asarray` may share the
+  numpy buffer on CPU, so without a copy a later in-place update of the torch model (e.g. BN
+  running statistics in a train-mode forward) would silently change the converted JAX weights.
+  """
   if hasattr(value, "detach"):  # a torch tensor; bf16/fp16 go through float32
-    return value.detach().cpu().float().numpy()
-  return np.asarray(value, dtype=np.float32)
+    value = value.detach().cpu().float().numpy()
+  return np.array(value, dtype=np.float32, copy=True)
 
 
 def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:

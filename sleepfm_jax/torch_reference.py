@@ -150,3 +150,24 @@ def randomise_batch_stats(model, seed: int = 0) -> None:
         module.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
         module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
         module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+
+
+def calibrate_batch_stats(model, x) -> None:
+  """Sets every BN layer's running statistics to the statistics of a forward pass on `x`.
+
+  Uses PyTorch's cumulative averaging (`momentum=None`) for one train-mode forward without
+  gradients, then restores each layer's momentum and the model's train/eval mode.
+  """
+  torch = import_torch()
+  bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+  momenta = [bn.momentum for bn in bns]
+  was_training = model.training
+  for bn in bns:
+    bn.reset_running_stats()
+    bn.momentum = None
+  model.train()
+  with torch.no_grad():
+    model(x)
+  for bn, momentum in zip(bns, momenta, strict=True):
+    bn.momentum = momentum
+  model.train(was_training)

@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Array = jax.Array
@@ -45,6 +46,32 @@ BN_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch
 BN_EPSILON = 1e-5
 
 
+_INIT_CHUNK = 8192
+
+
+@jax.jit
+def _uniform_chunk(key: Array, index: Array) -> Array:
+  return jax.random.uniform(jax.random.fold_in(key, index), (_INIT_CHUNK,), jnp.float32)
+
+
+def _uniform(key: Array, shape: Sequence[int], dtype: DType, bound: float) -> Array:
+  """U(-bound, bound) of `shape`, drawn in fixed-size chunks.
+
+  `jax.random.uniform` compiles one kernel per distinct shape, and EffNet-1D has about a hundred
+  distinct parameter shapes: drawing each directly made building the model take tens of seconds
+  on CPU. Here one compiled kernel of fixed size serves every shape. The values are the same
+  whether the key is concrete or traced (e.g. under `nnx.eval_shape` or `jax.jit`).
+  """
+  n = math.prod(shape)
+  chunks = [_uniform_chunk(key, i) for i in range(-(-n // _INIT_CHUNK))]
+  if isinstance(key, jax.core.Tracer):
+    flat = jnp.concatenate(chunks)[:n]
+    return ((2.0 * flat - 1.0) * bound).reshape(shape).astype(dtype)
+  # Eager: finish on the host, as every eager jnp op would compile once more per shape.
+  flat = np.concatenate([np.asarray(c) for c in chunks])[:n]
+  return jnp.asarray(((2.0 * flat - 1.0) * bound).reshape(shape).astype(dtype))
+
+
 def torch_default_init(fan_in: int) -> nnx.Initializer:
   """PyTorch's default Conv/Linear initialiser: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
@@ -54,7 +81,7 @@ def torch_default_init(fan_in: int) -> nnx.Initializer:
   bound = 1.0 / math.sqrt(fan_in)
 
   def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return _uniform(key, shape, dtype, bound)
 
   return init
 
@@ -149,10 +176,12 @@ class BatchNorm1d(nnx.Module):
     self.momentum = momentum
     self.epsilon = epsilon
     self.dtype = dtype
-    self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
-    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
-    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+    # Built with numpy: eager jnp.ones/zeros would compile once per distinct width.
+    ones, zeros = np.ones((num_features,), np.float32), np.zeros((num_features,), np.float32)
+    self.scale = nnx.Param(jnp.asarray(ones, param_dtype))
+    self.bias = nnx.Param(jnp.asarray(zeros, param_dtype))
+    self.mean = nnx.BatchStat(jnp.asarray(zeros))
+    self.var = nnx.BatchStat(jnp.asarray(ones))
 
   def __call__(self, x: Array, *, train: bool) -> Array:
     if train:
