@@ -25,6 +25,8 @@ _CPU_DEVICES = flags.DEFINE_integer(
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console clean
+    logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
 
   if _CPU_DEVICES.value:

@@ -216,7 +216,7 @@ def make_steps(graphdef, config: ml_collections.ConfigDict, mesh: jax.sharding.M
     (loss, metrics), grads = nnx.value_and_grad(objective, has_aux=True)(model)
     optimizer.update(model, grads)
     model.t[...] = jnp.clip(model.t[...], t_lo, t_hi)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                    temperature=model.t[...])
     return nnx.state((model, optimizer)), metrics
 
@@ -364,14 +364,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
                                       prefetch=config.data.prefetch)
 
   # -- model, optimizer, sharded state --
-  model = build_model(config, plan.in_channels, config.seed)
   schedule = make_schedule(config, steps_per_epoch, total_steps)
-  optimizer = nnx.Optimizer(model, make_optimizer(config, schedule), wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
+  tx = make_optimizer(config, schedule)
+
+  def make():
+    model = build_model(config, plan.in_channels, config.seed)
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  # Built inside jit with replicated out_shardings, so every process holds the same global arrays
+  # (a host-side device_put cannot address other processes' devices).
+  graphdef, abstract = nnx.split(nnx.eval_shape(make))
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.data_sharding(mesh)
-  state_sharding = jax.tree.map(lambda _: replicated, state)
-  state = jax.device_put(state, state_sharding)
+  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  state = jax.jit(lambda: nnx.state(make()), out_shardings=state_sharding)()
   train_step, eval_step = make_steps(graphdef, config, mesh, state_sharding, batch_sharding)
 
   # -- checkpoints --
@@ -399,36 +405,46 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
     ckpt.save(step, model=model_t, optimizer=opt_t, data_iter=data_iter, meta=meta, force=force)
 
   # -- loop --
-  guard = (jax.transfer_guard("disallow") if config.transfer_guard
-           else contextlib.nullcontext())
+  def guard():  # a fresh context each time: context managers are single-use
+    return jax.transfer_guard("disallow") if config.transfer_guard else contextlib.nullcontext()
+
   summary: dict[str, Any] = {"start_step": start, "total_steps": total_steps}
   pending, t_last, n_last = [], time.perf_counter(), 0
   progress = _progress(start, total_steps, is_main)
   step = start
   for step in range(start + 1, total_steps + 1):
     for _ in range(config.optim.grad_accum):
-      host = _select(next(data_iter), plan)
-      with guard:
-        state, metrics = train_step(state, sharding.host_local_batch_to_global(host, mesh))
+      batch = sharding.host_local_batch_to_global(_select(next(data_iter), plan), mesh)
+      with guard():  # the batch upload above is the step's only intended host->device transfer
+        state, metrics = train_step(state, batch)
     pending.append(metrics)
     n_last += config.batch_size
     progress.update(1)
+    if step == start + 1:  # keep compilation out of the throughput figures
+      jax.block_until_ready(metrics)
+      summary["first_step_s"] = time.perf_counter() - t_last
+      t_last, n_last = time.perf_counter(), 0
     if step % config.log_every == 0 or step == total_steps:
       fetched = jax.device_get(pending)  # one sync per log interval, not per step
       avg = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1] if k != "count"}
       dt = time.perf_counter() - t_last
-      avg.update(lr=float(schedule(step - 1)), samples_per_s=n_last / dt)
+      avg.update(lr=float(schedule(step - 1)))
+      if n_last:
+        avg["samples_per_s"] = n_last / dt
       log.write(step, "train", avg)
-      progress.set_postfix(loss=f"{avg['loss']:.4f}", sps=f"{avg['samples_per_s']:.1f}")
+      progress.set_postfix(loss=f"{avg['loss']:.4f}", sps=f"{avg.get('samples_per_s', 0):.1f}")
       summary["train"] = avg
       pending, t_last, n_last = [], time.perf_counter(), 0
-    if val_src is not None and (step % config.eval_every == 0 or step == total_steps):
+    if val_src is not None and config.eval_every and (step % config.eval_every == 0
+                                                      or step == total_steps):
       val = evaluate(eval_step, state, val_src, plan, config, mesh)
       log.write(step, "val", val)
       log.flush()
       summary["val"] = val
       ckpt.save_best(step, val["loss"], model=_pure_trees(graphdef, state)[0], meta=meta)
       t_last = time.perf_counter()  # evaluation time is not training throughput
+    if config.stop_at_step and step >= config.stop_at_step:
+      break  # a clean stop (time-sliced or preemptible jobs): the final save below still runs
     if step % config.checkpoint_every == 0 and step != total_steps:
       save(step)
   progress.close()
@@ -450,7 +466,7 @@ def _pure_trees(graphdef, state):
           nnx.to_pure_dict(nnx.state(optimizer, nnx.Not(nnx.RngState))))
 
 
-def _restore(ckpt, step, graphdef, state, state_sharding, data_iter):
+def _restore(ckpt, step, graphdef, state, state_sharding, data_iter):  # noqa: ARG001
   """Restores model, optimizer and data iterator from checkpoint `step`; returns sharded state."""
   model, optimizer = nnx.merge(graphdef, state)
   no_rng = nnx.Not(nnx.RngState)
@@ -463,7 +479,8 @@ def _restore(ckpt, step, graphdef, state, state_sharding, data_iter):
   nnx.replace_by_pure_dict(opt_state, out["optimizer"])
   nnx.update(model, model_state)
   nnx.update(optimizer, opt_state)
-  return jax.device_put(nnx.state((model, optimizer)), state_sharding)
+  # Restored arrays already carry the replicated sharding; RNG streams are reseeded every step.
+  return nnx.state((model, optimizer))
 
 
 def _progress(start: int, total: int, enabled: bool):

@@ -50,8 +50,11 @@ def run_processes(
     num_processes: int = 2,
     local_devices: int = 2,
     timeout: float = 120.0,
+    coordinator_flag: str = "--coordinator",
 ) -> list[str]:
   """Runs `num_processes` copies of `script` as one jax.distributed job; returns their logs.
+
+  `coordinator_flag` names the script's flag for the coordinator address.
 
   Raises:
     AssertionError: if a process fails or the job exceeds `timeout` seconds (all are killed).
@@ -64,7 +67,7 @@ def run_processes(
   for i in range(num_processes):
     log = log_dir / f"process_{i}.log"
     logs.append(log)
-    cmd = [sys.executable, os.path.abspath(script), *args, f"--coordinator={coordinator}",
+    cmd = [sys.executable, os.path.abspath(script), *args, f"{coordinator_flag}={coordinator}",
            f"--num_processes={num_processes}", f"--process_id={i}"]
     with open(log, "w") as f:
       procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO))

@@ -67,8 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 32  # global batch (all devices, all processes)
   c.num_epochs = 10.0
   c.total_steps = 0  # if > 0, overrides num_epochs
+  c.stop_at_step = 0  # if > 0, stop cleanly (with a checkpoint) after this step; --resume continues
   c.log_every = 10
-  c.eval_every = 100  # validation loss every this many steps (and at the end)
+  c.eval_every = 100  # validation loss every this many steps and at the end (0 = never)
   c.eval_max_batches = 0  # cap on validation batches per evaluation (0 = all)
   c.checkpoint_every = 100
   c.max_to_keep = 3

@@ -4,8 +4,8 @@ ordered, padded evaluation batches.
 Training (`train_dataset` → `train_iterator`):
 
   MapDataset.range(len(source)).seed(seed).shuffle().repeat()   global shuffle, new order each epoch
-    [process_index::process_count]                               this process's share
-    .batch(local_batch, drop_remainder=True)                     batches of window *positions*
+    .batch(global_batch, drop_remainder=True)                    global batches of window *positions*
+    .map(ProcessSlice(...))                                      this process's contiguous rows
     .map(LoadBatch(source))                                      one fancy-indexed read per shard
     .to_iter_dataset(ReadOptions(...)) [.mp_prefetch(...)]       threads / worker processes
 
@@ -114,6 +114,16 @@ class LoadBatch:
     return self.source.get_batch(positions)
 
 
+class ProcessSlice:
+  """Grain map: a global batch of positions → this process's contiguous part (picklable)."""
+
+  def __init__(self, process_index: int, local_batch: int):
+    self.start, self.stop = process_index * local_batch, (process_index + 1) * local_batch
+
+  def __call__(self, positions: np.ndarray) -> np.ndarray:
+    return positions[self.start:self.stop]
+
+
 def _process(process_index, process_count) -> tuple[int, int]:
   pi = 0 if process_index is None else int(process_index)
   pc = 1 if process_count is None else int(process_count)
@@ -132,9 +142,11 @@ def train_dataset(
 ) -> grain.MapDataset:
   """Infinite, shuffled, per-process training batches (dicts of stacked numpy arrays).
 
-  The global order is a seeded shuffle of all source positions, reshuffled each epoch; process p of
-  P takes every P-th element of it (so the processes' windows are disjoint within an epoch and
-  together cover it) and batches global_batch / P of them. Deterministic given (seed, P).
+  The global order is a seeded shuffle of all source positions, reshuffled each epoch, cut into
+  global batches; process p of P takes rows [p * B / P, (p + 1) * B / P) of each global batch. The
+  processes' windows are disjoint and together cover each epoch, and the global batch the
+  processes assemble (`jax.make_array_from_process_local_data` concatenates in process order) is
+  the same, row for row, whatever P: a run is reproducible across process counts.
 
   Args:
     source: the windows to train on (e.g. a subject split's `WindowSource`).
@@ -153,8 +165,8 @@ def train_dataset(
   if len(source) == 0:
     raise ValueError(f"{source!r} is empty: nothing to train on")
   ds = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
-  ds = ds[pi::pc]
-  ds = ds.batch(global_batch // pc, drop_remainder=True)
+  ds = ds.batch(global_batch, drop_remainder=True)
+  ds = ds.map(ProcessSlice(pi, global_batch // pc))
   return ds.map(LoadBatch(source))
 
 

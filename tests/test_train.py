@@ -1,0 +1,191 @@
+"""Pretraining loop: learning, checkpoints, exact resume (also after SIGKILL), device counts.
+
+All runs use a tiny EffNet-1D on the real Sleep-EDF SC4001 night resampled to 32 Hz (960 samples
+per 30-s window), so each run compiles and trains in seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import train_utils as tu
+from conftest import REPO
+from sleepfm_jax import train
+from sleepfm_jax.data import discovery
+from sleepfm_jax.data.preprocess import preprocess
+
+
+@pytest.fixture(scope="session")
+def sc_store(sc4001, tmp_path_factory) -> str:
+  """SC4001 (BAS: Fpz-Cz, Pz-Oz, EOG, Chin; resp: Airflow) at 32 Hz, float32."""
+  psg, _ = sc4001
+  specs, _ = discovery.discover([str(psg.parent)])
+  out = tmp_path_factory.mktemp("train") / "sc4001_32hz"
+  report = preprocess(specs, out, {"sample_rate": 32, "montage": "sleepedf", "dtype": "float32"},
+                      progress=False)
+  assert report["files"]["ok"] == 1, report
+  return str(out)
+
+
+@pytest.fixture(scope="session")
+def reference_run(sc_store, tmp_path_factory):
+  """An uninterrupted 8-step run that the resume tests compare against."""
+  workdir = tmp_path_factory.mktemp("ref") / "run"
+  summary = train.train(tu.tiny_config(sc_store), str(workdir))
+  return workdir, summary
+
+
+def test_loss_falls_and_outputs_appear(sc_store, tmp_path):
+  cfg = tu.tiny_config(sc_store, total_steps=40, eval_every=20, checkpoint_every=20)
+  summary = train.train(cfg, str(tmp_path))
+  losses = tu.losses_by_step(tmp_path)
+  first, last = np.mean([losses[s] for s in (1, 2, 3)]), np.mean([losses[s] for s in (38, 39, 40)])
+  assert last < first - 0.15, (first, last)
+  for name in ("metrics.jsonl", "metrics.csv", "curves.png", "config.json", "summary.json"):
+    assert (tmp_path / name).exists(), name
+  assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["20", "40"]
+  assert len(os.listdir(tmp_path / "best")) == 1
+  val = tu.read_metrics(tmp_path, "val")
+  assert sorted(val) == [20, 40] and np.isfinite(val[40]["loss"])
+  assert summary["final_step"] == 40
+  assert 0 <= summary["train"]["acc/bas->rest"] <= 1
+
+
+def test_stop_and_resume_is_exact(sc_store, reference_run, tmp_path):
+  ref_dir, _ = reference_run
+  cfg = tu.tiny_config(sc_store, stop_at_step=4)
+  train.train(cfg, str(tmp_path))
+  assert tu.losses_by_step(tmp_path).keys() == {1, 2, 3, 4}
+  with pytest.raises(ValueError, match="pass --resume"):
+    train.train(tu.tiny_config(sc_store), str(tmp_path))
+  summary = train.train(tu.tiny_config(sc_store), str(tmp_path), resume=True)
+  assert summary["start_step"] == 4 and summary["final_step"] == 8
+  # Every step equals the uninterrupted run bit for bit, and no step is logged twice.
+  resumed = tu.losses_by_step(tmp_path)
+  assert sorted(resumed) == list(range(1, 9))
+  tu.assert_same_losses(tu.losses_by_step(ref_dir), resumed, range(1, 9))
+
+
+def _wait_for_checkpoint(workdir: pathlib.Path, step: int, proc, timeout: float = 300):
+  """Waits until Orbax has finalised checkpoint `step` (its directory renamed into place)."""
+  target = workdir / "checkpoints" / str(step) / "_CHECKPOINT_METADATA"
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if target.exists():
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"training exited early (rc={proc.returncode}):\n"
+                           f"{proc.stdout.read().decode()[-3000:]}")
+    time.sleep(0.05)
+  raise AssertionError(f"no checkpoint {step} after {timeout} s")
+
+
+def test_sigkill_mid_run_then_resume_is_exact(sc_store, reference_run, tmp_path):
+  """A process killed with SIGKILL mid-run resumes from its last checkpoint to the same losses."""
+  ref_dir, _ = reference_run
+  cmd = [sys.executable, str(tu.PRETRAIN), *tu.cli_args(tu.tiny_config(sc_store), tmp_path)]
+  # Same XLA flags (8 host devices) as this process: the CPU thread pool, and with it the float
+  # summation order, depends on the device count, and this test compares losses bit for bit.
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  try:
+    _wait_for_checkpoint(tmp_path, 4, proc)
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  out = subprocess.run([*cmd, "--resume"], cwd=REPO, env=env, capture_output=True, timeout=600)
+  assert out.returncode == 0, out.stdout.decode()[-3000:] + out.stderr.decode()[-3000:]
+  resumed = tu.losses_by_step(tmp_path)
+  assert sorted(resumed) == list(range(1, 9))
+  tu.assert_same_losses(tu.losses_by_step(ref_dir), resumed, range(1, 9))
+
+
+# Device- and process-count equivalence. Two SGD steps, no validation (saves compiling). What is
+# compared is well defined: the losses of steps 1 and 2 (the second checks the first update) and
+# step 1's gradient norm. Later gradients are not comparable bit-wise on this data: the airflow
+# channel is 1 Hz upsampled, nearly collinear across the stem's 3 taps, and the stem gradient behind
+# BatchNorm is so ill-conditioned that a 1e-6 relative change of the weights changes it entirely (on
+# one device too; see docs/training.md). Adam would amplify rounding the same way (its first step is
+# nearly lr * sign(g)).
+SGD = {"total_steps": 2, "eval_every": 0, "optim.name": "sgd", "optim.lr": 1e-4,
+       "optim.weight_decay": 0.0}
+
+
+def _assert_equivalent(ref_dir, other_dir):
+  ref, other = tu.read_metrics(ref_dir), tu.read_metrics(other_dir)
+  assert sorted(ref) == sorted(other) == [1, 2]
+  for key in ("loss", "acc/bas->rest", "loss/rest->resp"):
+    np.testing.assert_allclose(other[1][key], ref[1][key], rtol=1e-5, err_msg=key)
+  # Summation order over devices moves gradients by ~1e-5 relative; a wrong gradient (say 2x, or a
+  # missing all-gather) would move the step-2 loss by ~1e-2 at this learning rate.
+  np.testing.assert_allclose(other[1]["grad_norm"], ref[1]["grad_norm"], rtol=1e-4)
+  np.testing.assert_allclose(other[2]["loss"], ref[2]["loss"], rtol=1e-4)
+
+
+@pytest.fixture(scope="session")
+def sgd_reference(sc_store, tmp_path_factory):
+  """Three SGD steps on one device."""
+  workdir = tmp_path_factory.mktemp("sgd") / "one_device"
+  train.train(tu.tiny_config(sc_store, **SGD, num_devices=1), str(workdir))
+  return workdir
+
+
+def test_eight_devices_match_one_device(sc_store, sgd_reference, tmp_path):
+  """Data parallelism over 8 simulated devices (synchronised BN, gathered negatives) changes
+  nothing but float rounding: same losses, gradient norms and retrieval accuracies."""
+  assert jax.device_count() == 8
+  eight = train.train(tu.tiny_config(sc_store, **SGD, num_devices=0), str(tmp_path))
+  assert eight["final_step"] == 2
+  _assert_equivalent(sgd_reference, tmp_path)
+
+
+@pytest.mark.multiprocess
+def test_two_processes_match_one_device(sc_store, sgd_reference, tmp_path):
+  """Two processes joined by jax.distributed on loopback (2 CPU devices each, 4 in all) train like
+  one device, and write one checkpoint between them."""
+  from multiprocess import run_processes  # pylint: disable=import-outside-toplevel
+
+  workdir = tmp_path / "multi"
+  run_processes(tu.PRETRAIN, tu.cli_args(tu.tiny_config(sc_store, **SGD, num_devices=0), workdir),
+                log_dir=tmp_path / "logs", num_processes=2, local_devices=2, timeout=600,
+                coordinator_flag="--coordinator_address")
+  _assert_equivalent(sgd_reference, workdir)
+  assert (workdir / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists()
+
+
+def test_clear_errors(sc_store, tmp_path):
+  with pytest.raises(ValueError, match=r"does not have.*Fpz-Cz"):
+    train.train(tu.tiny_config(sc_store, **{"data.channels": {"bas": ["C3-M2"]}}), str(tmp_path))
+  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+    train.train(tu.tiny_config(sc_store, batch_size=12, num_devices=0), str(tmp_path))
+  with pytest.raises(ValueError, match="at least two modalities"):
+    train.train(tu.tiny_config(sc_store, **{"data.modalities": ("bas", "ecg")}), str(tmp_path))
+  with pytest.raises(ValueError, match="fewer than one global batch"):
+    train.train(tu.tiny_config(sc_store, batch_size=4096), str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_time_split_is_disjoint_and_covers(sc_store):
+  from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
+
+  store = WindowStore(sc_store)
+  plan = train.plan_data(store, tu.tiny_config(sc_store))
+  parts = [plan.pretrain, plan.val, plan.downstream]
+  assert sum(len(p) for p in parts) == store.num_windows
+  assert len(np.unique(np.concatenate(parts))) == store.num_windows
+  assert plan.modalities == ("bas", "resp") and plan.in_channels == {"bas": 4, "resp": 1}
+  # Contiguous blocks, not scattered windows: few runs per split.
+  for p in parts:
+    assert np.sum(np.diff(p) != 1) < 10
+  json.dumps(plan.in_channels)
