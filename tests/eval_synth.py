@@ -1,8 +1,8 @@
 """Synthetic exported embeddings with subject structure, for the evaluation tests (numpy only).
 
 Each subject has one night: a Markov hypnogram, per-modality class means shared by all subjects, a
-per-subject offset (the nuisance a subject-wise split must cope with) and window noise. The SDB label
-shifts the embeddings along one direction. With `separation=0` the embeddings carry no label
+per-subject offset (the nuisance a subject-wise split must cope with) and window noise. The SDB
+label shifts the embeddings along one direction. With `separation=0` the embeddings carry no label
 information at all.
 """
 

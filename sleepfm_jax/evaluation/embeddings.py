@@ -177,7 +177,7 @@ class EmbeddingWriter:
 
 def save_embeddings(out_dir: str | os.PathLike, recordings: Iterable[Mapping[str, Any]],
                     **metadata: Any) -> pathlib.Path:
-  """Writes a whole export at once; each item holds the keyword arguments of `EmbeddingWriter.write`.
+  """Writes a whole export at once; each item holds `EmbeddingWriter.write`'s keyword arguments.
 
   Returns the path of `index.json`.
   """
@@ -290,7 +290,8 @@ def load_embeddings(path: str | os.PathLike, recordings: Sequence[str] | None = 
   except json.JSONDecodeError as e:
     raise EmbeddingFormatError(index_path, f"not valid JSON: {e}") from e
   if index.get("format") != FORMAT:
-    raise EmbeddingFormatError(index_path, f"format is {index.get('format')!r}, expected {FORMAT!r}")
+    raise EmbeddingFormatError(index_path,
+                               f"format is {index.get('format')!r}, expected {FORMAT!r}")
   if index.get("version") != VERSION:
     raise EmbeddingFormatError(index_path, f"unsupported version {index.get('version')!r} "
                                f"(this reader knows version {VERSION})")

@@ -16,7 +16,7 @@ What a sleep researcher would compute without any learned model:
 * SpO2: mean, minimum and drop (max - min) in the window, in the stored units.
 
 Each group ends with a `<group>_present` indicator. A group whose channels are all missing (not in
-the montage, masked out, all-zero or non-finite) gets zeros and indicator 0, so the matrix is NaN-free.
+the montage, masked out, all-zero or non-finite) gets zeros and indicator 0: the matrix is NaN-free.
 Input: windows `[n, C, T]` per modality at one sampling rate, e.g. stacked `WindowStore` items.
 """
 
@@ -194,7 +194,7 @@ def spectral_features(batch: Mapping[str, np.ndarray], channels: Any, fs: float
                        f"for channels {names}")
     mask = np.asarray(batch.get(f"mask_{mod}", np.ones(x.shape[:2], bool)), bool)
     finite = np.isfinite(x).all(-1)
-    # Missing channels are zero-filled in the store; a constant non-zero trace (steady SpO2) is data.
+    # Missing channels are zero-filled in the store; a constant non-zero trace (SpO2) is data.
     ok = mask & finite & (np.abs(np.where(np.isfinite(x), x, 0.0)).max(-1) > 0)
     for c, name in enumerate(names):
       group = CHANNEL_GROUPS.get(name, _DEFAULT_GROUP[mod])

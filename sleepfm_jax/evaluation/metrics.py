@@ -174,7 +174,8 @@ def bootstrap_metrics(y_true: Sequence[int], y_prob: np.ndarray, class_names: Se
   units = np.asarray(units)
   n_units = int(len(np.unique(units)))
   result["bootstrap"] = {"n_boot": int(n_boot), "seed": int(seed), "alpha": alpha,
-                         "n_units": n_units, "method": "percentile, units resampled with replacement"}
+                         "n_units": n_units,
+                         "method": "percentile, units resampled with replacement"}
   if n_boot <= 0:
     return result
   ev = _Evaluator(y_true, y_prob, class_names)

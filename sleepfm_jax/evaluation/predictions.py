@@ -63,7 +63,8 @@ class Predictions:
     self.unit = self.subject_id.copy() if self.unit is None else np.asarray(self.unit).astype(str)
     for key in ("recording_id", "epoch", "subject_id", "start", "fold", "unit"):
       if getattr(self, key).shape != (n,):
-        raise ValueError(f"predictions '{key}' has shape {getattr(self, key).shape}, expected {(n,)}")
+        raise ValueError(
+            f"predictions '{key}' has shape {getattr(self, key).shape}, expected {(n,)}")
     if self.y_prob.shape != (n, len(self.classes)):
       raise ValueError(f"y_prob has shape {self.y_prob.shape}, expected {(n, len(self.classes))}")
     if n and (self.y_true.min() < 0 or self.y_true.max() >= len(self.classes)):

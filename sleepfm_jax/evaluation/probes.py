@@ -33,6 +33,8 @@ from sleepfm_jax.evaluation.metrics import classification_metrics
 from sleepfm_jax.evaluation.predictions import Predictions
 
 TASKS: dict[str, tuple[str, ...]] = {"staging": STAGES, "sdb": ("no-SDB", "SDB")}
+# Feature kinds probed by default (see `EmbeddingSet.features`).
+FEATURE_KINDS = (*MODALITIES, "concat", "combined")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +200,7 @@ def _inner_folds(train: np.ndarray, subjects: np.ndarray, y: np.ndarray, config:
 
 def _select_c(x: np.ndarray, y: np.ndarray, inner: list[splits.Fold], k: int,
               fitter: _Fitter) -> tuple[float | None, dict[float, float], int]:
-  """Chooses C by mean inner macro AUROC; returns (C or None if untunable, scores, non-converged)."""
+  """Chooses C by mean inner macro AUROC -> (C, or None if untunable; scores; non-converged)."""
   cfg = fitter.config
   scores: dict[float, list[float]] = {c: [] for c in cfg.c_grid}
   not_converged = 0
@@ -331,6 +333,3 @@ def to_predictions(result: ProbeResult, es: EmbeddingSet, name: str = "",
       y_true=result.y_true, y_prob=result.y_prob, fold=result.fold, unit=result.unit,
       meta={"name": name, "feature": result.feature, "label_fraction": result.label_fraction,
             "scheme": result.scheme, **meta})
-
-
-FEATURE_KINDS = (*MODALITIES, "concat", "combined")

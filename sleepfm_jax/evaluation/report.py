@@ -20,7 +20,7 @@ import os
 import pathlib
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -29,6 +29,9 @@ from sklearn.metrics import roc_curve
 
 from sleepfm_jax.evaluation.embeddings import STAGES, EmbeddingSet
 from sleepfm_jax.evaluation.predictions import Predictions
+
+if TYPE_CHECKING:
+  from sleepfm_jax.evaluation.suite import SuiteResult
 
 # Colour per stage (colour-blind-friendly) and the hypnogram's conventional top-to-bottom order.
 STAGE_COLORS = {"W": "#E69F00", "N1": "#56B4E9", "N2": "#0072B2", "N3": "#1B2A49",
@@ -359,9 +362,9 @@ def _num(v) -> str:
   return "–" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
 
-def write_report(out_dir: str | os.PathLike, result, metrics_jsonl: str | None = None,
-                 tsne_points: int = 2000, title: str = "SleepFM-JAX evaluation"
-                 ) -> dict[str, pathlib.Path]:
+def write_report(out_dir: str | os.PathLike, result: SuiteResult,
+                 metrics_jsonl: str | None = None, tsne_points: int = 2000,
+                 title: str = "SleepFM-JAX evaluation") -> dict[str, pathlib.Path]:
   """Writes report.md, report.json and plots/ for a `suite.SuiteResult`; returns their paths."""
   out = pathlib.Path(out_dir)
   plot_dir = out / "plots"

@@ -2,8 +2,8 @@
 
 Windows of one subject are strongly correlated (same night, same body, same amplifier), so every
 split here keeps each subject entirely on one side. With a single subject there is nothing to group
-by; then folds are contiguous blocks of time with a gap of `gap` windows dropped on both sides of the
-test block, so neighbouring epochs (which share context) do not straddle the boundary.
+by; then folds are contiguous blocks of time with a gap of `gap` windows dropped on both sides of
+the test block, so neighbouring epochs (which share context) do not straddle the boundary.
 
 All functions are deterministic given `seed` and return sorted integer index arrays.
 """
