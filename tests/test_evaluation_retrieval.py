@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from eval_synth import embedding_set
+from sleepfm_jax.evaluation import retrieval
 from sleepfm_jax.evaluation.retrieval import cross_modal_retrieval, recall_at_k, sample_candidates
 
 
@@ -35,7 +36,9 @@ def test_all_candidates_equals_brute_force(chunk_elems):
 
 
 @pytest.mark.parametrize("chunk_elems", [50, 10**6])
-def test_sampled_candidates_equal_brute_force(chunk_elems):
+@pytest.mark.parametrize("full_rows", [True, False])
+def test_sampled_candidates_equal_brute_force(chunk_elems, full_rows, monkeypatch):
+  monkeypatch.setattr(retrieval, "_FULL_ROW_RATIO", 10**6 if full_rows else 0)
   q, c = _pair(seed=1)
   n_cand = 20
   res = recall_at_k(q, c, n_cand, ks=(1, 5), seed=3, chunk_elems=chunk_elems)
