@@ -8,7 +8,8 @@ information at all.
 
 import numpy as np
 
-from sleepfm_jax.evaluation.embeddings import MODALITIES, load_embeddings, save_embeddings
+from sleepfm_jax.data.channels import MODALITIES
+from sleepfm_jax.evaluation.embeddings import load_embeddings, save_embeddings
 
 _TRANSITIONS = np.array([[.90, .10, .00, .00, .00],
                          [.10, .60, .30, .00, .00],

@@ -87,3 +87,15 @@ def test_validation_errors(tmp_path):
     w.write("a", "s", emb={"bas": np.zeros((3, 4))}, stage=np.zeros(3))
   with pytest.raises(ValueError, match="emb_ecg has shape"):
     w.write("b", "s", emb={"bas": np.zeros((3, 4)), "ecg": np.zeros((3, 5))}, stage=np.zeros(3))
+
+
+def test_format_error_is_the_project_input_error(tmp_path):
+  import pickle  # pylint: disable=import-outside-toplevel
+
+  from sleepfm_jax.data.errors import PSGError  # pylint: disable=import-outside-toplevel
+
+  with pytest.raises(PSGError) as info:
+    load_embeddings(tmp_path)
+  assert str(info.value).startswith(str(tmp_path / "index.json") + ": ")
+  again = pickle.loads(pickle.dumps(info.value))  # crosses process boundaries intact
+  assert isinstance(again, EmbeddingFormatError) and str(again) == str(info.value)

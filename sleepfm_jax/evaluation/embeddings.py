@@ -32,21 +32,21 @@ from typing import Any
 
 import numpy as np
 
+from sleepfm_jax.data.annotations import STAGES
+from sleepfm_jax.data.channels import MODALITIES  # also the order of the "concat" features
+from sleepfm_jax.data.errors import PSGError
+
 FORMAT = "sleepfm-jax-embeddings"
 VERSION = 1
-# Kept in step with `sleepfm_jax.data.channels.MODALITIES` (the order of the concatenation).
-MODALITIES = ("bas", "ecg", "resp")
-STAGES = ("W", "N1", "N2", "N3", "REM")
 
 _PER_WINDOW = {"stage": np.int8, "sdb": np.int8, "epoch": np.int32, "start": np.float64}
 
 
-class EmbeddingFormatError(ValueError):
-  """A malformed embedding export; the message starts with the offending file's path."""
+class EmbeddingFormatError(PSGError):
+  """A malformed embedding export: `str(e)` is `"{path}: {message}"` (the project's input error)."""
 
-  def __init__(self, path: str | os.PathLike, message: str):
-    super().__init__(f"{path}: {message}")
-    self.path = str(path)
+  def __reduce__(self):
+    return (EmbeddingFormatError, (self.path, self.message))
 
 
 def combine(emb: Mapping[str, np.ndarray], present: Mapping[str, np.ndarray]) -> np.ndarray:

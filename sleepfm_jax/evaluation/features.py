@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-from sleepfm_jax.evaluation.embeddings import MODALITIES
+from sleepfm_jax.data.channels import MODALITIES
 
 BANDS = {"delta": (0.5, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 12.0), "sigma": (12.0, 16.0),
          "beta": (16.0, 30.0)}

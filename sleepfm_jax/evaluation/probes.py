@@ -28,7 +28,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from sleepfm_jax.evaluation import splits
-from sleepfm_jax.evaluation.embeddings import MODALITIES, STAGES, EmbeddingSet
+from sleepfm_jax.data.annotations import STAGES
+from sleepfm_jax.data.channels import MODALITIES
+from sleepfm_jax.evaluation.embeddings import EmbeddingSet
 from sleepfm_jax.evaluation.metrics import classification_metrics
 from sleepfm_jax.evaluation.predictions import Predictions
 

@@ -27,7 +27,8 @@ from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_curve
 
-from sleepfm_jax.evaluation.embeddings import STAGES, EmbeddingSet
+from sleepfm_jax.data.annotations import STAGES
+from sleepfm_jax.evaluation.embeddings import EmbeddingSet
 from sleepfm_jax.evaluation.predictions import Predictions
 
 if TYPE_CHECKING:

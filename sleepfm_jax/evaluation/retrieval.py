@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sleepfm_jax.evaluation.embeddings import MODALITIES, EmbeddingSet
+from sleepfm_jax.data.channels import MODALITIES
+from sleepfm_jax.evaluation.embeddings import EmbeddingSet
 
 
 _FULL_ROW_RATIO = 40
