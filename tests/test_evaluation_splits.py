@@ -51,7 +51,7 @@ def test_train_test_split_is_subject_wise():
   assert len(np.unique(groups[test])) == 2
 
 
-@pytest.mark.parametrize("n,k,gap", [(100, 5, 10), (37, 3, 2), (10, 2, 0), (50, 4, 30)])
+@pytest.mark.parametrize("n,k,gap", [(100, 5, 10), (37, 3, 2), (10, 2, 0), (50, 4, 8)])
 def test_time_blocked_folds_have_the_gap(n, k, gap):
   folds = splits.time_blocked_folds(n, k, gap)
   assert len(folds) == k
@@ -63,6 +63,11 @@ def test_time_blocked_folds_have_the_gap(n, k, gap):
     assert (dist > gap).all()
     expected = np.setdiff1d(np.arange(n), np.arange(test[0] - gap, test[-1] + gap + 1))
     np.testing.assert_array_equal(train, expected)  # nothing else is dropped
+
+
+def test_time_blocked_folds_refuse_a_gap_that_leaves_no_training_windows():
+  with pytest.raises(ValueError, match="leaves no training windows"):
+    splits.time_blocked_folds(50, 4, 30)
 
 
 def test_plan_splits_switches_to_time_blocks_for_one_subject():

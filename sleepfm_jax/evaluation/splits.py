@@ -15,6 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sleepfm_jax.data.splits import time_blocked_folds  # one definition, shared with training
+
+__all__ = ["Fold", "SplitPlan", "group_kfold", "group_train_test_split", "plan_splits",
+           "time_blocked_folds", "time_blocks"]
+
 Fold = tuple[np.ndarray, np.ndarray]  # (train indices, test indices)
 
 
@@ -78,26 +83,6 @@ def group_train_test_split(groups: Sequence, test_fraction: float = 0.2,
     raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
   k = max(2, round(1 / test_fraction))
   return group_kfold(groups, k, y=y, seed=seed)[0]
-
-
-def time_blocked_folds(n: int, k: int, gap: int = 0) -> list[Fold]:
-  """K contiguous test blocks over `range(n)`; training excludes `gap` windows either side.
-
-  Test blocks partition `range(n)` into `k` near-equal contiguous runs (in order). The training set
-  of fold f is every index at distance > `gap` from its test block. Use on windows ordered in time.
-  """
-  if k < 2:
-    raise ValueError(f"time_blocked_folds needs k >= 2, got {k}")
-  if n < k:
-    raise ValueError(f"cannot cut {n} windows into {k} blocks")
-  bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
-  idx = np.arange(n)
-  folds = []
-  for f in range(k):
-    lo, hi = bounds[f], bounds[f + 1]
-    train = idx[(idx < lo - gap) | (idx >= hi + gap)]
-    folds.append((train, idx[lo:hi]))
-  return folds
 
 
 def time_blocks(n: int, block: int) -> np.ndarray:
