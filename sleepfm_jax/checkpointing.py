@@ -150,18 +150,28 @@ def find_checkpoint(path: str) -> tuple[str, int]:
                           "checkpoints/, a manager directory, or a step directory)")
 
 
-def load_model_checkpoint(path: str) -> tuple[dict, dict]:
-  """Loads ``(model_pure_dict, meta)`` from any checkpoint location (see `find_checkpoint`).
-
-  Arrays come back as host numpy arrays; no optimizer state is read.
-  """
+def load_meta(path: str) -> dict:
+  """The `meta` item (config, channels, preprocessing, step, ...) of a checkpoint location."""
   directory, step = find_checkpoint(path)
   with ocp.CheckpointManager(directory, item_names=ITEMS,
-                             options=ocp.CheckpointManagerOptions(read_only=True)) as mgr:
+                             options=ocp.CheckpointManagerOptions(create=False)) as mgr:
+    out = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+  return dict(out["meta"])
+
+
+def load_model(path: str, template: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
+  """Restores the `model` item of a checkpoint location into the structure of `template`.
+
+  `template` is a pure dict (arrays or ShapeDtypeStructs, e.g. from `nnx.eval_shape`); arrays come
+  back with `sharding` (default: the first local device). No optimizer state is read.
+  """
+  directory, step = find_checkpoint(path)
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  with ocp.CheckpointManager(directory, item_names=ITEMS,
+                             options=ocp.CheckpointManagerOptions(create=False)) as mgr:
     out = mgr.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-  model = jax.tree.map(np.asarray, out["model"])
-  return model, dict(out["meta"])
+        model=ocp.args.StandardRestore(_abstract(template, sharding))))
+  return out["model"]
 
 
 def save_model_checkpoint(directory: str, step: int, model: Any, meta: Mapping[str, Any]) -> str:

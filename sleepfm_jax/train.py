@@ -386,7 +386,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   meta = {"config": config.to_dict(), "in_channels": plan.in_channels,
           "channels": {m: list(c) for m, c in plan.channels.items()},
           "modalities": list(plan.modalities), "sample_rate": store.sample_rate,
-          "samples": store.samples, "store": os.path.abspath(config.data.store)}
+          "samples": store.samples, "store": os.path.abspath(config.data.store),
+          # What `sleepfm_jax.embed` needs to preprocess new recordings exactly like the training
+          # data, even where that store is not at hand.
+          "montage": store.index["montage"], "preprocessing": store.index.get("preprocessing", {}),
+          "window_seconds": store.index.get("window_seconds", 30.0)}
   start = 0
   latest = ckpt.latest_step()
   if latest is not None and not resume:

@@ -159,20 +159,39 @@ class EmbeddingWriter:
                              "file": path.name, "num_windows": int(n)})
     return path
 
+  @property
+  def recordings(self) -> list[dict[str, Any]]:
+    """Index entries of the recordings written so far."""
+    return list(self._recordings)
+
   def finalize(self) -> pathlib.Path:
     """Writes `index.json` and returns its path."""
-    index = {"format": FORMAT, "version": VERSION, "embedding_dim": self.embedding_dim,
-             "modalities": list(MODALITIES), "stages": list(STAGES),
-             "recordings": self._recordings}
-    for key, value in self.metadata.items():
-      if key in index:
-        raise ValueError(f"metadata key '{key}' clashes with a format field")
-      index[key] = value
-    path = self.out_dir / "index.json"
-    tmp = self.out_dir / ".index.json.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_index(self.out_dir, self._recordings, self.embedding_dim, **self.metadata)
+
+
+def write_index(out_dir: str | os.PathLike, recordings: Sequence[Mapping[str, Any]],
+                embedding_dim: int | None, **metadata: Any) -> pathlib.Path:
+  """Writes `index.json` for recording files already in `out_dir` (atomically); returns its path.
+
+  `EmbeddingWriter.finalize` calls it; a multi-process export calls it once, on one process, with
+  the entries of every process's writer (`EmbeddingWriter.recordings`).
+  """
+  out_dir = pathlib.Path(out_dir)
+  index = {"format": FORMAT, "version": VERSION, "embedding_dim": embedding_dim,
+           "modalities": list(MODALITIES), "stages": list(STAGES),
+           "recordings": [dict(r) for r in recordings]}
+  ids = [r["recording_id"] for r in index["recordings"]]
+  if len(set(ids)) != len(ids):
+    raise ValueError(f"{out_dir}: a recording is listed twice in the index")
+  for key, value in metadata.items():
+    if key in index:
+      raise ValueError(f"metadata key '{key}' clashes with a format field")
+    index[key] = value
+  path = out_dir / "index.json"
+  tmp = out_dir / ".index.json.tmp"
+  tmp.write_text(json.dumps(index, indent=1))
+  os.replace(tmp, path)
+  return path
 
 
 def save_embeddings(out_dir: str | os.PathLike, recordings: Iterable[Mapping[str, Any]],

@@ -1,0 +1,55 @@
+r"""Exports per-window embeddings from a pretrained checkpoint.
+
+  # every recording of a window store
+  python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo \
+      --store=runs/demo/stores/synthetic --output=runs/demo/embeddings_loo
+  # EDF/EDF+/WFDB files or folders, preprocessed like the checkpoint's training data
+  python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo \
+      --input=/data/my_psg --output=runs/my_psg_embeddings
+
+Output: one .npz per recording plus index.json (format v1, docs/evaluation.md).
+"""
+
+from absl import app, flags, logging
+
+_CKPT = flags.DEFINE_string("checkpoint", None, "Work directory, best/, checkpoints/ or a step.",
+                            required=True)
+_STORE = flags.DEFINE_string("store", None, "A window store to embed.")
+_INPUT = flags.DEFINE_list("input", None, "EDF/WFDB files or folders to preprocess and embed.")
+_MANIFEST = flags.DEFINE_string("manifest", None, "Optional manifest CSV for --input.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output directory.", required=True)
+_RECORDINGS = flags.DEFINE_list("recordings", None, "Only these recording ids (with --store).")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Windows per forward pass.")
+_WORKERS = flags.DEFINE_integer("workers", 1, "Preprocessing processes (with --input).")
+_COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator HOST:PORT.")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (jax.distributed).")
+_PID = flags.DEFINE_integer("process_id", None, "This process's index (jax.distributed).")
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  if bool(_STORE.value) == bool(_INPUT.value):
+    raise app.UsageError("give exactly one of --store or --input")
+  import jax  # pylint: disable=import-outside-toplevel
+
+  if _COORD.value:
+    jax.distributed.initialize(coordinator_address=_COORD.value, num_processes=_NPROC.value,
+                               process_id=_PID.value)
+  from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+
+  if _STORE.value:
+    index = export.export_store(_CKPT.value, _STORE.value, _OUTPUT.value,
+                                recordings=_RECORDINGS.value, batch_size=_BATCH.value)
+    if jax.process_index() == 0:
+      print(f"embeddings: {index}")
+  else:
+    es = export.embed(_INPUT.value, _CKPT.value, out_dir=_OUTPUT.value, batch_size=_BATCH.value,
+                      manifest=_MANIFEST.value, workers=_WORKERS.value)
+    print(f"embedded {len(es)} windows of {len(es.recordings)} recording(s) into "
+          f"{_OUTPUT.value}/embeddings (store: {_OUTPUT.value}/store)")
+
+
+if __name__ == "__main__":
+  app.run(main)
