@@ -578,21 +578,40 @@ def _hypnogram(rng: np.random.Generator, p: SubjectParams, n_epochs: int,
   return st
 
 
-def _stage_weights(rng: np.random.Generator, stages: np.ndarray,
-                   ramp_s: float = 4.0) -> np.ndarray:
-  """Soft stage weights P [n_ct, 5] at control rate.
+# Brief intrusions of a neighbouring state into an epoch (the epoch keeps its majority stage):
+# drowsy theta in wake, alpha or spindles in N1, deeper or lighter stretches in N2/N3, etc.
+_INTRUSION_PROB = (0.3, 0.6, 0.3, 0.4, 0.25)
+_INTRUDERS = ((N1,), (W, N2), (N1, N3), (N2,), (N1, W))
 
-  The physiological state changes at each scored boundary shifted by up to ±7 s (so that a 30-s
-  epoch is still mostly the stage it was scored as) and ramps over `ramp_s` seconds.
+
+def _stage_weights(rng: np.random.Generator, stages: np.ndarray,
+                   ramp_s: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+  """Soft stage weights P [n_ct, 5] and the run index of each control sample.
+
+  The physiological state changes at each scored boundary shifted by up to ±7 s and ramps over
+  `ramp_s` seconds; some epochs carry a 4–13 s intrusion of a neighbouring state. Both keep every
+  epoch at least 16 s in its scored stage, so the label stays the majority state (AASM rule).
   """
   n_ct = int(stages.size * EPOCH_SECONDS * _CR)
   change = np.flatnonzero(np.diff(stages)) + 1
   t_b = change * EPOCH_SECONDS + rng.uniform(-7.0, 7.0, change.size)
   run_stage = stages[np.r_[0, change]]
   t = np.arange(n_ct) / _CR
-  stage_ct = run_stage[np.searchsorted(t_b, t, side="right")]
+  run_ct = np.searchsorted(t_b, t, side="right")
+  stage_ct = run_stage[run_ct]
+  hit = rng.random(stages.size) < np.asarray(_INTRUSION_PROB)[stages]
+  for ep in np.flatnonzero(hit):
+    d = rng.uniform(4.0, 13.0)
+    lo = ep * EPOCH_SECONDS + 7.0  # stay clear of the jittered boundaries
+    hi = (ep + 1) * EPOCH_SECONDS - 7.0 - d
+    if hi <= lo:
+      continue
+    a = int((lo + rng.uniform(0, hi - lo)) * _CR)
+    choices = _INTRUDERS[stages[ep]]
+    stage_ct[a:a + int(d * _CR)] = choices[int(rng.integers(len(choices)))]
   onehot = np.eye(5, dtype=np.float64)[stage_ct]
-  return scipy.ndimage.uniform_filter1d(onehot, int(ramp_s * _CR), axis=0, mode="nearest")
+  P = scipy.ndimage.uniform_filter1d(onehot, int(ramp_s * _CR), axis=0, mode="nearest")
+  return P, run_ct
 
 
 # --------------------------------------------------------------------------------------------------
@@ -649,7 +668,7 @@ def _respiratory_events(rng: np.random.Generator, p: SubjectParams, stages: np.n
         "onset": onset, "duration": dur, "kind": kind, "depth": round(depth, 2),
         "lag": round(p.circulation_delay + rng.normal(0, 3.0), 1),
         "arousal": bool(rng.random() < arousal_p), "recovery": recovery,
-        "flow": float(rng.uniform(0.3, 0.6)) if kind == "hypopnea" else float(rng.uniform(0.0, 0.08)),
+        "flow": float(rng.uniform(0.3, 0.6)) if kind == "hypopnea" else float(rng.uniform(0.0, 0.03)),
         "effort": float(rng.uniform(0.55, 0.9)) if kind == "hypopnea" else (
             float(rng.uniform(0.0, 0.06)) if kind == "central_apnea" else 1.0),
         "paradox": float(rng.uniform(2.2, 2.9)) if kind == "obstructive_apnea" else (
@@ -721,6 +740,23 @@ _EVENT_RATES = {  # per minute by stage
     "vertex": (0.0, 2.0, 0.3, 0.0, 0.0),
     "sawtooth": (0.0, 0.0, 0.0, 0.0, 0.6),
 }
+
+
+def _signature(p: SubjectParams) -> dict[str, np.ndarray]:
+  """A subject's individual stage tables: the population tables with per-entry jitter.
+
+  Drawn from the subject's own seed, so they are the same every night of that subject. Individual
+  differences like these are why a stager trained on some people is less sure on others.
+  """
+  rng = np.random.default_rng(np.random.SeedSequence([p.seed, p.index, 0x7AB1E]))
+  sig = {k: np.asarray(v) * rng.lognormal(0, 0.25, 5) for k, v in _EEG_RMS.items()}
+  sig["sem"] = np.array([0.0, 60.0, 8.0, 0.0, 5.0]) * rng.lognormal(0, 0.4, 5)
+  sig["emg"] = np.array([14.0, 8.0, 6.0, 5.5, 1.3]) * rng.lognormal(0, 0.2, 5)
+  # REM atonia: the lowest tone of the night, by a subject-specific margin.
+  sig["emg"][REM] = sig["emg"][1:4].min() * rng.uniform(0.12, 0.5)
+  sig["phasic"] = float(rng.lognormal(0, 0.5))     # REM eye-movement density
+  sig["eeg_scale"] = float(rng.lognormal(0, 0.25))  # overall EEG amplitude (skull, age, ...)
+  return sig
 
 
 def _transients(rng: np.random.Generator, p: SubjectParams, P: np.ndarray, phasic: np.ndarray,
@@ -819,7 +855,9 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
   se_night = float(np.clip(p.sleep_efficiency + r_hyp.normal(0, 0.03), 0.5, 0.99))
   ahi_night = float(p.ahi * r_hyp.lognormal(0, 0.15))
   stages = _hypnogram(r_hyp, p, n_epochs, se_night)
-  P = _stage_weights(r_stage, stages)
+  P, run_ct = _stage_weights(r_stage, stages)
+  # Run-to-run variation of slow-wave depth: light and deep N2, shallower and deeper N3.
+  run_depth = r_stage.uniform(0.5, 1.7, run_ct.max() + 1)
   t_ct = np.arange(n_ct) / _CR
 
   # --- Scored events. ---
@@ -829,7 +867,8 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
   arousal = _intervals_to_track([(o, o + d) for o, d in arousals], n_ct, 1.0)
   eyes_open = _renewal_gate(r_gate, n_ct, 25.0 * p.eyes_open_fraction / 0.35,
                             25.0 * (1 - p.eyes_open_fraction) / 0.65, 0.5)
-  phasic = _renewal_gate(r_gate, n_ct, 6.0, 25.0, 0.5) * P[:, REM]
+  sig = _signature(p)
+  phasic = _renewal_gate(r_gate, n_ct, 6.0, 25.0 / sig["phasic"], 0.5) * P[:, REM]
   events_ind = _intervals_to_track([(e["onset"], e["onset"] + e["duration"])
                                     for e in resp_events], n_ct, 2.0)
   # Movements: in wake, at some arousals, rarely in light sleep.
@@ -873,7 +912,8 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
   nr = int(round(duration * fr))
   if present & {"Airflow", "Thorax", "Abdomen"}:
     ph = np.interp(np.arange(nr) / fr, t_ct, phase_ct)
-    amp_flow = _to_rate(tidal * flow_f, nr, fr)
+    # A thermistor under-reports reductions (its output is compressive in flow amplitude).
+    amp_flow = _to_rate((tidal * flow_f) ** 0.7, nr, fr)
     amp_eff = _to_rate(tidal * effort_f, nr, fr)
     noise = lambda s: s * r_breath.standard_normal(nr).astype(np.float32)  # noqa: E731
     drift = lambda s: s * _to_rate(_ou(r_breath, n_ct, 60.0), nr, fr)  # noqa: E731
@@ -884,7 +924,7 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
     for name, x, mscale in (("Airflow", flow, 0.6), ("Thorax", thor, 2.0),
                             ("Abdomen", abdo, 2.0)):
       _add_movements(r_art, x, fr, moves, (0.5 * mscale, 1.5 * mscale), (0.0, 0.0))
-      signals[name] = 100.0 * p.gains[name] * x
+      signals[name] = 100.0 * p.gains[name] * _highpass(x, fr, 0.05)
 
   # --- SpO2: baseline, REM dip, delayed desaturations. ---
   spo2_ct = (p.spo2_baseline - 0.6 * P[:, REM] + 0.3 * _ou(r_spo2, n_ct, 60.0)
@@ -905,6 +945,10 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
     dip[i0:i1] = np.maximum(dip[i0:i1], e["depth"] * shape)
     if e["depth"] >= 3.0 and nadir <= duration:
       desats.append((round(start, 1), round(nadir - start, 1)))
+  for t0, d in moves:  # motion artefacts: brief false dips of the oximeter reading
+    if r_spo2.random() < 0.3:
+      i0, m = int(t0 * _CR), int(r_spo2.uniform(5.0, 15.0) * _CR)
+      dip[i0:i0 + m] += r_spo2.uniform(2.0, 6.0) * np.hanning(m)[:max(min(m, n_ct - i0), 0)]
   spo2_ct = np.clip(spo2_ct - dip, 50.0, 100.0)
   if "SpO2" in present:
     fo = rates["spo2"]
@@ -946,16 +990,16 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
     nb = int(round(duration * fb))
     hf = min(70.0, 0.42 * fb)
     pw = P[:, W]
-    depth = P @ np.asarray(_DEPTH)
+    depth = (P @ np.asarray(_DEPTH)) * run_depth[run_ct]
     depth = scipy.ndimage.uniform_filter1d(depth, int(45 * _CR), mode="nearest")
     depth = depth * (1 - 0.7 * arousal)
     eo_w = eyes_open * pw
     env = {
-        "bg": P @ np.asarray(_EEG_RMS["bg"]),
+        "bg": P @ sig["bg"],
         "delta": p.delta_scale * (4.0 + 50.0 * np.clip(depth, 0, 1) ** 1.3),
-        "theta": P @ np.asarray(_EEG_RMS["theta"]) + 4.0 * arousal,
-        "alpha": p.alpha_amp * (P @ np.asarray(_EEG_RMS["alpha"]) - 0.8 * eo_w + 0.8 * arousal),
-        "beta": P @ np.asarray(_EEG_RMS["beta"]) + 1.5 * eo_w + 4.0 * arousal,
+        "theta": P @ sig["theta"] + 4.0 * arousal,
+        "alpha": p.alpha_amp * (P @ sig["alpha"] - 0.8 * eo_w + 0.8 * arousal),
+        "beta": P @ sig["beta"] + 1.5 * eo_w + 4.0 * arousal,
     }
     spectra = {
         "bg": lambda f: f ** (-p.bg_slope / 2) * _band(f, 0.3, hf, 2),
@@ -964,11 +1008,11 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
         "alpha": _gauss(p.alpha_freq, 0.6),
         "beta": lambda f: _gauss(20.0, 5.0)(f) * _band(f, 0.0, hf, 4),
     }
-    scale = 1.1 - 0.25 * p.age_factor
+    scale = (1.1 - 0.25 * p.age_factor) * sig["eeg_scale"]
     eeg = np.zeros((4, nb), np.float32)
     shared: dict[str, np.ndarray] = {}
     for comp in ("bg", "delta", "theta", "alpha", "beta"):
-      e = env[comp] * _lognormal_mod(r_eeg, n_ct, 15.0, 0.3)
+      e = env[comp] * _lognormal_mod(r_eeg, n_ct, 40.0, 0.4)
       e_fs = _to_rate(np.maximum(e, 0.0), nb, fb)
       shaper = _Shaper(nb, fb, spectra[comp])
       g = shaper(r_eeg)
@@ -1001,7 +1045,7 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
       sacc_rate = (pw * (0.5 * eyes_open + 0.03 * (1 - eyes_open)) + 0.02 * P[:, N1]
                    + 0.002 * (P[:, N2] + P[:, N3]) + P[:, REM] * 0.03 + 1.5 * phasic)
       st = _poisson_times(r_eog, sacc_rate)
-      jumps = r_eog.normal(0, 110.0, st.size)
+      jumps = r_eog.normal(0, 70.0, st.size)
       pos_k = scipy.signal.lfilter([1.0], [1.0, -0.5], jumps)
       idx = np.searchsorted(np.round(st * fb), np.arange(nb), side="right") - 1
       pos = np.where(idx >= 0, pos_k[np.maximum(idx, 0)] if st.size else 0.0, 0.0)
@@ -1013,8 +1057,9 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
         _add_at(blink, fb, t0, (r_eog.uniform(100, 250) * np.sin(np.pi * bt / 0.35) ** 2)
                 .astype(np.float32))
       blink = _highpass(blink, fb, 0.3)
-      sem_env = P @ np.array([0.0, 60.0, 8.0, 0.0, 5.0]) + 15.0 * pw * (1 - eyes_open)
-      sem = _to_rate(sem_env, nb, fb) * _spectral_noise(r_eog, nb, fb, _gauss(0.35, 0.15))
+      sem_env = P @ sig["sem"] + 15.0 * pw * (1 - eyes_open)
+      sem = _to_rate(sem_env, nb, fb) * _spectral_noise(r_eog, nb, fb, lambda f: np.exp(
+          -0.5 * (np.log(f / 0.25) / 0.6) ** 2))
       leak = 0.35 * shared["delta"] + 0.4 * trans["kcomplex"] + 0.2 * shared["bg"]
       eog_noise = _Shaper(nb, fb, lambda f: _band(f, 0.3, hf))
       for name, sgn in (("E1-M2", 1.0), ("E2-M1", -1.0)):
@@ -1025,13 +1070,13 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
 
     # Chin EMG: tone by stage (REM atonia), arousal bursts, twitches, ECG pickup.
     if "Chin" in present:
-      tone = (P @ np.array([14.0, 8.0, 6.0, 5.5, 1.3])) * _lognormal_mod(r_emg, n_ct, 30.0, 0.35)
+      tone = (P @ sig["emg"]) * _lognormal_mod(r_emg, n_ct, 30.0, 0.35)
       tone = tone * (1 + 2.5 * arousal)
-      tw_rate = P @ np.array([0.05, 0.02, 0.01, 0.0, 0.05]) + 0.6 * phasic
+      tw_rate = P @ np.array([0.05, 0.02, 0.01, 0.0, 0.04]) + 0.4 * phasic
       tw = np.zeros(nb)
       tt = _poisson_times(r_emg, tw_rate)
       np.add.at(tw, np.minimum(np.round(tt * fb).astype(np.int64), nb - 1),
-                r_emg.uniform(8.0, 25.0, tt.size))
+                r_emg.uniform(4.0, 12.0, tt.size))
       kt = np.arange(-0.1, 0.1, 1 / fb)
       tw = scipy.signal.oaconvolve(tw, np.exp(-0.5 * (kt / 0.03) ** 2), mode="same")
       band = _spectral_noise(r_emg, nb, fb, lambda f: _band(f, 20.0, min(100.0, 0.42 * fb), 3))
@@ -1049,7 +1094,8 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
       if mains is not None:
         x += r_misc.uniform(0.5, 4.0) * mains
       fs_out = rates[group]
-      x = p.gains[name] * x
+      # AC coupling of the amplifier (AASM: EEG/EOG 0.3 Hz, EMG 10 Hz): no DC survives.
+      x = p.gains[name] * _highpass(x, fb, 10.0 if group == "emg" else 0.3)
       if fs_out != fb:
         frac = fractions.Fraction(fs_out / fb).limit_denominator(1000)
         x = scipy.signal.resample_poly(x, frac.numerator, frac.denominator)
