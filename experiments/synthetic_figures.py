@@ -3,7 +3,6 @@
 Run through `python experiments/make_synthetic.py --figures_dir=docs/figures`.
 """
 
-import dataclasses
 import pathlib
 
 import matplotlib
@@ -59,8 +58,23 @@ def _stage_figure(night, stage, path):
   win = _stage_window(night, stage)
   if win is None:
     return None
-  fig, axes = plt.subplots(len(_BAS_ROWS), 1, figsize=(11, 6.5), sharex=True)
-  for ax, (name, lim) in zip(axes, _BAS_ROWS, strict=True):
+  rows = _BAS_ROWS[:1] + (("sigma", 40.0),) + _BAS_ROWS[1:]
+  fig, axes = plt.subplots(len(rows), 1, figsize=(11, 7.5), sharex=True)
+  for ax, (name, lim) in zip(axes, rows, strict=True):
+    if name == "sigma":  # spindles are easier to see in their own band
+      x, fs = night.channel("C3-M2")
+      sos = scipy.signal.butter(4, [11.0, 16.0], "bandpass", fs=fs, output="sos")
+      a, b = int(win[0] * fs), int(win[1] * fs)
+      pad = int(5 * fs)
+      y = scipy.signal.sosfiltfilt(sos, x[max(a - pad, 0):b + pad])[a - max(a - pad, 0):][:b - a]
+      ax.plot(np.arange(b - a) / fs, y, lw=0.5, color="tab:blue")
+      ax.set_ylim(-lim, lim)
+      ax.set_ylabel("C3 11-16 Hz\n(spindles, uV)", rotation=0, ha="right", va="center",
+                    fontsize=8)
+      ax.tick_params(labelsize=7)
+      ax.grid(alpha=0.2)
+      ax.axvline(30 - (win[0] % 30), color="0.6", lw=0.6, ls="--")
+      continue
     t, x = _excerpt(night, name, *win)
     ax.plot(t, x, lw=0.5, color="k")
     ax.set_ylim(-lim, lim)
@@ -68,8 +82,7 @@ def _stage_figure(night, stage, path):
                   fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.2)
-    for k in range(1, 2):
-      ax.axvline(30 * k - (win[0] % 30), color="0.6", lw=0.6, ls="--")
+    ax.axvline(30 - (win[0] % 30), color="0.6", lw=0.6, ls="--")
   axes[-1].set_xlabel(f"seconds from {win[0]:.0f} s (dashed: 30-s epoch boundary)")
   fig.suptitle(f"SYNTHETIC PSG - stage {_STAGE_NAMES[stage]}: 60-s excerpt, "
                f"{night.recording_id}", fontsize=11)
@@ -195,4 +208,4 @@ def render_all(figures_dir, seed: int = 0, hours: float = 8.0):
   return [str(x) for x in paths if x is not None]
 
 
-__all__ = ["render_all", "dataclasses"]
+__all__ = ["render_all"]

@@ -93,7 +93,7 @@ UNITS = {"eeg": "uV", "eog": "uV", "emg": "uV", "ecg": "mV", "resp": "a.u.", "sp
 # Physical ranges written to the EDF header; generated signals stay well inside them (the digital
 # resolution is range / 65535, e.g. 0.03 uV for EEG), and anything outside is clipped and counted.
 PHYSICAL_RANGES = {"eeg": (-1000.0, 1000.0), "eog": (-1000.0, 1000.0), "emg": (-1000.0, 1000.0),
-                   "ecg": (-6.0, 6.0), "resp": (-1500.0, 1500.0), "spo2": (0.0, 100.0)}
+                   "ecg": (-6.0, 6.0), "resp": (-2500.0, 2500.0), "spo2": (0.0, 100.0)}
 PREFILTERING = {"eeg": "HP:0.3Hz", "eog": "HP:0.3Hz", "emg": "HP:10Hz", "ecg": "HP:0.3Hz",
                 "resp": "", "spo2": ""}
 # Channels a subject may lack (at most one group per subject).
@@ -778,7 +778,7 @@ def _transients(rng: np.random.Generator, p: SubjectParams, P: np.ndarray, phasi
         d = rng.uniform(0.5, 2.0)
         t = np.arange(int(d * fs)) / fs
         f0 = p.spindle_freq + rng.normal(0, 0.4)
-        wave = rng.uniform(12, 35) * np.sin(np.pi * t / d) ** 2 * np.sin(
+        wave = rng.uniform(20, 45) * np.sin(np.pi * t / d) ** 2 * np.sin(
             2 * np.pi * f0 * t + rng.uniform(0, 2 * np.pi))
       elif name == "kcomplex":
         t = np.arange(int(1.4 * fs)) / fs
@@ -921,8 +921,8 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
     thor = amp_eff * np.sin(ph - 0.15) + noise(0.02) + drift(0.15)
     abdo_phase = ph + 0.15 + _to_rate(paradox, nr, fr)
     abdo = amp_eff * r_breath.uniform(0.7, 1.3) * np.sin(abdo_phase) + noise(0.02) + drift(0.15)
-    for name, x, mscale in (("Airflow", flow, 0.6), ("Thorax", thor, 2.0),
-                            ("Abdomen", abdo, 2.0)):
+    for name, x, mscale in (("Airflow", flow, 0.6), ("Thorax", thor, 1.5),
+                            ("Abdomen", abdo, 1.5)):
       _add_movements(r_art, x, fr, moves, (0.5 * mscale, 1.5 * mscale), (0.0, 0.0))
       signals[name] = 100.0 * p.gains[name] * _highpass(x, fr, 0.05)
 
