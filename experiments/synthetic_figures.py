@@ -150,7 +150,8 @@ def _event_figure(night, kind, path):
     ax.axvspan(onset - t0, onset + dur - t0, color=_EVENT_COLOURS[kind], alpha=0.12)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.2)
-  axes[-1].set_xlabel(f"seconds from {t0:.0f} s (shaded: the {synthetic.EVENT_LABELS[kind].lower()})")
+  label = synthetic.EVENT_LABELS[kind].lower()
+  axes[-1].set_xlabel(f"seconds from {t0:.0f} s (shaded: the {label})")
   fig.suptitle(f"SYNTHETIC PSG - {synthetic.EVENT_LABELS[kind].lower()} ({dur:.0f} s), "
                f"{night.recording_id}", fontsize=11)
   fig.tight_layout()

@@ -13,8 +13,8 @@ so that a model has to learn spectral / temporal structure to do well:
 * respiration: thermistor airflow, thoracic and abdominal effort and SpO2, with obstructive apneas
   (paradoxical effort), central apneas, hypopneas and delayed desaturations.
 
-Per subject, parameters (age-like factor, AHI, heart rate, gains, channel labels, missing modalities)
-vary; per night, everything is re-drawn from a seed. Every random choice comes from a
+Per subject, parameters vary (age-like factor, AHI, heart rate, gains, channel labels, missing
+modalities); per night, everything is re-drawn from a seed. Every random choice comes from a
 `numpy.random.SeedSequence`, so the output is a pure function of `(seed, subject, night)`.
 
 The package rule holds: numpy/scipy only, never jax. See docs/synthetic.md for what is modelled,
@@ -91,8 +91,8 @@ DEFAULT_RATES = {"eeg": 256.0, "eog": 256.0, "emg": 256.0, "ecg": 512.0, "resp":
 _MIN_RATES = {"eeg": 64.0, "eog": 64.0, "emg": 64.0, "ecg": 64.0, "resp": 4.0, "spo2": 0.5}
 UNITS = {"eeg": "uV", "eog": "uV", "emg": "uV", "ecg": "mV", "resp": "a.u.", "spo2": "%"}
 # Physical ranges written to the EDF header; generated signals stay well inside them (the digital
-# resolution is range / 65535, e.g. 0.03 uV for EEG), and anything outside is clipped and counted.
-PHYSICAL_RANGES = {"eeg": (-1000.0, 1000.0), "eog": (-1000.0, 1000.0), "emg": (-1000.0, 1000.0),
+# resolution is range / 65535, e.g. 0.046 uV for EEG), and anything outside is clipped and counted.
+PHYSICAL_RANGES = {"eeg": (-1500.0, 1500.0), "eog": (-1500.0, 1500.0), "emg": (-1000.0, 1000.0),
                    "ecg": (-6.0, 6.0), "resp": (-2500.0, 2500.0), "spo2": (0.0, 100.0)}
 PREFILTERING = {"eeg": "HP:0.3Hz", "eog": "HP:0.3Hz", "emg": "HP:10Hz", "ecg": "HP:0.3Hz",
                 "resp": "", "spo2": ""}
@@ -668,7 +668,7 @@ def _respiratory_events(rng: np.random.Generator, p: SubjectParams, stages: np.n
         "onset": onset, "duration": dur, "kind": kind, "depth": round(depth, 2),
         "lag": round(p.circulation_delay + rng.normal(0, 3.0), 1),
         "arousal": bool(rng.random() < arousal_p), "recovery": recovery,
-        "flow": float(rng.uniform(0.3, 0.6)) if kind == "hypopnea" else float(rng.uniform(0.0, 0.03)),
+        "flow": float(rng.uniform(0.3, 0.6) if kind == "hypopnea" else rng.uniform(0.0, 0.03)),
         "effort": float(rng.uniform(0.55, 0.9)) if kind == "hypopnea" else (
             float(rng.uniform(0.0, 0.06)) if kind == "central_apnea" else 1.0),
         "paradox": float(rng.uniform(2.2, 2.9)) if kind == "obstructive_apnea" else (
@@ -806,7 +806,7 @@ def _transients(rng: np.random.Generator, p: SubjectParams, P: np.ndarray, phasi
 
 def _ecg_wave(beats: np.ndarray, rr: np.ndarray, amp: np.ndarray, n: int, fs: float,
               morph: np.ndarray, qrs_only: bool = False) -> np.ndarray:
-  """Renders PQRST beats at times `beats` (s); the T wave moves with the preceding RR (QT ~ √RR)."""
+  """Renders PQRST beats at `beats` (s); the T wave follows the preceding RR (QT ~ sqrt RR)."""
   def impulses(times, weights):
     idx = np.round(times * fs).astype(np.int64)
     ok = (idx >= 0) & (idx < n)
