@@ -44,3 +44,21 @@ def sc4001():
 @pytest.fixture(scope="session")
 def slpdb_dir():
   return require_real_data(SLPDB)
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory) -> str:
+  """A small SYNTHETIC three-modality window store at 32 Hz: 6 subjects x 45 min, one subject
+  without ECG (from `experiments/make_synthetic.py`'s generator)."""
+  from sleepfm_jax.data import discovery, synthetic  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.data.preprocess import preprocess  # pylint: disable=import-outside-toplevel
+
+  root = tmp_path_factory.mktemp("synthetic")
+  synthetic.write_dataset(root / "edf", n_subjects=6, hours=0.75, seed=3, progress=False,
+                          rates="eeg=64,eog=64,emg=64,ecg=128,resp=16,spo2=1")
+  specs, _ = discovery.discover([str(root / "edf")])
+  report = preprocess(specs, root / "store", {"sample_rate": 32, "montage": "standard",
+                                              "dtype": "float32", "sdb_scored": "yes"},
+                      progress=False)
+  assert report["files"]["ok"] == 6, report
+  return str(root / "store")

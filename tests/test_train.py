@@ -23,6 +23,7 @@ from conftest import REPO
 from sleepfm_jax import train
 from sleepfm_jax.data import discovery
 from sleepfm_jax.data.preprocess import preprocess
+from sleepfm_jax.data.store import WindowStore
 
 
 @pytest.fixture(scope="session")
@@ -164,6 +165,22 @@ def test_two_processes_match_one_device(sc_store, sgd_reference, tmp_path):
   assert (workdir / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists()
 
 
+def test_three_modalities_with_a_missing_one(synthetic_store, tmp_path):
+  """Synthetic BAS + ECG + respiratory; one subject has no ECG: its windows drop out of the ECG
+  terms only, and nothing turns NaN."""
+  cfg = tu.tiny_config(synthetic_store, preset="demo", total_steps=6, eval_every=6,
+                       **{"loss.mode": "pairwise"})
+  summary = train.train(cfg, str(tmp_path))
+  rows = tu.read_metrics(tmp_path)
+  assert set(train.plan_data(WindowStore(synthetic_store), cfg).in_channels) == {"bas", "ecg", "resp"}
+  ecg_rows = [r["rows/bas->ecg"] for r in rows.values()]
+  resp_rows = [r["rows/bas->resp"] for r in rows.values()]
+  assert all(r == cfg.batch_size for r in resp_rows)
+  assert min(ecg_rows) < cfg.batch_size  # some batches hold windows of the subject without ECG
+  assert all(np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"]) for r in rows.values())
+  assert len([k for k in summary["train"] if k.startswith("loss/")]) == 6  # 3 pairs x 2 directions
+
+
 def test_clear_errors(sc_store, tmp_path):
   with pytest.raises(ValueError, match=r"does not have.*Fpz-Cz"):
     train.train(tu.tiny_config(sc_store, **{"data.channels": {"bas": ["C3-M2"]}}), str(tmp_path))
@@ -177,8 +194,6 @@ def test_clear_errors(sc_store, tmp_path):
 
 
 def test_time_split_is_disjoint_and_covers(sc_store):
-  from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
-
   store = WindowStore(sc_store)
   plan = train.plan_data(store, tu.tiny_config(sc_store))
   parts = [plan.pretrain, plan.val, plan.downstream]

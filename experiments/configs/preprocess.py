@@ -2,6 +2,8 @@
 
 Presets:
   default   montage "standard" (7 BAS, ECG, 4 respiratory), robust normalisation, float16.
+  synthetic the project's SYNTHETIC nights (experiments/make_synthetic.py): as default, and every
+            night counts as scored for respiratory events (also those with no event at all).
   sleepedf  montage "sleepedf" (Fpz-Cz, Pz-Oz, EOG, Chin; Airflow): Sleep-EDF cassette recordings.
   paper     the original SleepFM: montage "paper", no normalisation (raw physical units), float32.
 
@@ -11,7 +13,7 @@ The fields are those of `sleepfm_jax.data.preprocess.PreprocessConfig` (see docs
 
 import ml_collections
 
-PRESETS = ("default", "sleepedf", "paper")
+PRESETS = ("default", "synthetic", "sleepedf", "paper")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -33,7 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.flat_tol = 1e-6
   c.clip_fraction = 0.5
   c.quality_exempt = ("SpO2",)
-  if preset == "sleepedf":
+  if preset == "synthetic":
+    c.sdb_scored = "yes"
+  elif preset == "sleepedf":
     c.montage = "sleepedf"
   elif preset == "paper":
     c.montage = "paper"
