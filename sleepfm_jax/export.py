@@ -95,6 +95,9 @@ class Embedder:
     for m in self.modalities:
       inputs[m] = np.asarray(batch[m], np.float32)[:, index[m]]
       present[m] = np.asarray(batch[f"mask_{m}"])[:, index[m]].any(axis=-1)[valid]
+    # An explicit upload onto this process's mesh (jit refuses numpy inputs with a non-trivial
+    # sharding once jax.distributed is initialised, even for a process-local mesh).
+    inputs = jax.device_put(inputs, sharding.data_sharding(self.mesh))
     out = jax.device_get(self._forward(inputs))
     return {m: np.asarray(out[m], np.float32)[valid] for m in self.modalities}, present
 

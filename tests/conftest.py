@@ -62,3 +62,16 @@ def synthetic_store(tmp_path_factory) -> str:
                       progress=False)
   assert report["files"]["ok"] == 6, report
   return str(root / "store")
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(synthetic_store, tmp_path_factory):
+  """A tiny pairwise model pretrained for 6 steps on `synthetic_store`: (workdir, config, summary)."""
+  import train_utils as tu  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
+
+  cfg = tu.tiny_config(synthetic_store, preset="demo", total_steps=6, eval_every=6,
+                       **{"loss.mode": "pairwise"})
+  workdir = tmp_path_factory.mktemp("synthetic_run") / "run"
+  summary = train.train(cfg, str(workdir))
+  return workdir, cfg, summary

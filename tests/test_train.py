@@ -165,13 +165,11 @@ def test_two_processes_match_one_device(sc_store, sgd_reference, tmp_path):
   assert (workdir / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists()
 
 
-def test_three_modalities_with_a_missing_one(synthetic_store, tmp_path):
+def test_three_modalities_with_a_missing_one(synthetic_store, synthetic_run):
   """Synthetic BAS + ECG + respiratory; one subject has no ECG: its windows drop out of the ECG
   terms only, and nothing turns NaN."""
-  cfg = tu.tiny_config(synthetic_store, preset="demo", total_steps=6, eval_every=6,
-                       **{"loss.mode": "pairwise"})
-  summary = train.train(cfg, str(tmp_path))
-  rows = tu.read_metrics(tmp_path)
+  workdir, cfg, summary = synthetic_run
+  rows = tu.read_metrics(workdir)
   assert set(train.plan_data(WindowStore(synthetic_store), cfg).in_channels) == {"bas", "ecg", "resp"}
   ecg_rows = [r["rows/bas->ecg"] for r in rows.values()]
   resp_rows = [r["rows/bas->resp"] for r in rows.values()]

@@ -1,0 +1,119 @@
+"""Embedding export: every window exactly once, padding-invariant, device- and process-count
+invariant, from a store or straight from EDF files, and into the evaluation harness."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import train_utils as tu
+from sleepfm_jax import export
+from sleepfm_jax.data.store import WindowStore
+from sleepfm_jax.evaluation import embeddings as emb_format
+from sleepfm_jax.evaluation import metrics, probes
+
+
+@pytest.fixture(scope="module")
+def exported(synthetic_run, synthetic_store, tmp_path_factory):
+  workdir, _, _ = synthetic_run
+  out = tmp_path_factory.mktemp("export") / "emb"
+  index = export.export_store(str(workdir), synthetic_store, str(out), batch_size=64,
+                              progress=False)
+  return emb_format.load_embeddings(index.parent), index
+
+
+def test_every_window_exactly_once_with_its_labels(exported, synthetic_store):
+  es, index = exported
+  store = WindowStore(synthetic_store)
+  assert len(es) == store.num_windows
+  meta = json.loads(index.read_text())
+  assert [r["recording_id"] for r in meta["recordings"]] == store.recording_ids
+  batch = store.get_batch(np.arange(store.num_windows))
+  np.testing.assert_array_equal(es.stage, batch["stage"])
+  np.testing.assert_array_equal(es.sdb, batch["sdb"])
+  np.testing.assert_array_equal(es.epoch, batch["epoch"])
+  np.testing.assert_array_equal(es.present["ecg"], batch["mask_ecg"].any(-1))
+  assert not es.present["ecg"].all()  # the subject without ECG
+  assert np.all(es.emb["ecg"][~es.present["ecg"]] == 0)
+  assert es.embedding_dim == tu.TINY_MODEL["embed_dim"]
+  assert meta["mode"] == "pairwise" and meta["step"] == 6
+
+
+def test_batch_size_padding_and_device_count_do_not_change_embeddings(exported, synthetic_run,
+                                                                      synthetic_store, tmp_path):
+  es, _ = exported
+  workdir, _, _ = synthetic_run
+  rec = WindowStore(synthetic_store).recording_ids[0]
+  n = int(np.sum(es.recording_id == rec))
+  one = export.load_embedder(str(workdir), batch_size=7, devices=jax.devices()[:1])
+  index = export.export_store(one, synthetic_store, str(tmp_path / "b7"), recordings=[rec],
+                              progress=False)
+  small = emb_format.load_embeddings(index.parent)
+  assert len(small) == n and n % 7  # the last batch was padded
+  for m in ("bas", "ecg", "resp"):
+    np.testing.assert_allclose(small.emb[m], es.emb[m][es.recording_id == rec], rtol=2e-5,
+                               atol=2e-6)
+
+
+def test_embed_from_edf_files_matches_the_store(exported, synthetic_run, synthetic_store):
+  es, _ = exported
+  workdir, _, _ = synthetic_run
+  edf_dir = str(WindowStore(synthetic_store).path.parent / "edf")
+  direct = export.embed(edf_dir, checkpoint=str(workdir), progress=False)
+  assert direct.recordings == es.recordings and len(direct) == len(es)
+  for m in ("bas", "ecg", "resp"):
+    np.testing.assert_allclose(direct.emb[m], es.emb[m], rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.multiprocess
+def test_two_processes_write_each_window_once(exported, synthetic_run, synthetic_store, tmp_path):
+  from multiprocess import run_processes  # pylint: disable=import-outside-toplevel
+
+  es, _ = exported
+  workdir, _, _ = synthetic_run
+  out = tmp_path / "emb"
+  run_processes(tu.REPO / "experiments" / "export_embeddings.py",
+                [f"--checkpoint={workdir}", f"--store={synthetic_store}", f"--output={out}",
+                 "--batch_size=16"],
+                log_dir=tmp_path / "logs", num_processes=2, local_devices=2, timeout=600,
+                coordinator_flag="--coordinator_address")
+  both = emb_format.load_embeddings(out)
+  assert both.recordings == es.recordings and len(both) == len(es)
+  assert sorted(p.name for p in out.iterdir() if p.suffix == ".npz") == sorted(
+      f"{r}.npz" for r in es.recordings)
+  assert not list(out.glob(".part-*"))
+  for m in ("bas", "ecg", "resp"):
+    np.testing.assert_allclose(both.emb[m], es.emb[m], rtol=2e-5, atol=2e-6)
+
+
+def test_probe_on_exported_embeddings(exported):
+  """Export -> probe: out-of-fold predictions for every labelled window, metrics in range."""
+  es, _ = exported
+  result = probes.probe_embeddings(es, "staging", "concat", probes.ProbeConfig(
+      outer_folds=3, inner_folds=2, c_grid=(0.1, 1.0)))
+  assert result.scheme == "subject"
+  assert len(result.y_true) == int(np.sum(es.stage >= 0))
+  np.testing.assert_allclose(result.y_prob.sum(axis=1), 1.0, rtol=1e-6)
+  m = metrics.classification_metrics(result.y_true, result.y_prob, result.classes)
+  k = len(result.classes)
+  assert np.array(m["confusion"]).shape == (k, k) and m["n"] == len(result.y_true)
+  for key in ("auroc_macro", "auprc_macro", "accuracy", "f1_macro"):
+    assert 0.0 <= m[key] <= 1.0, key
+  assert -1.0 <= m["kappa"] <= 1.0
+
+
+def test_wrong_montage_is_a_clear_error(synthetic_run, sc4001, tmp_path):
+  workdir, _, _ = synthetic_run
+  psg, _ = sc4001
+  with pytest.raises(ValueError, match="lacks"):
+    from sleepfm_jax.data import discovery  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.data.preprocess import preprocess  # pylint: disable=import-outside-toplevel
+
+    specs, _ = discovery.discover([str(psg.parent)])
+    preprocess(specs, tmp_path / "store", {"sample_rate": 32, "montage": "sleepedf"},
+               progress=False)
+    export.export_store(str(workdir), str(tmp_path / "store"), str(tmp_path / "emb"),
+                        progress=False)
