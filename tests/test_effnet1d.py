@@ -144,14 +144,20 @@ def test_bfloat16_compute_keeps_float32_params_and_output(tiny_pair):
 
 
 def test_dropout_only_in_train_mode():
-  model = EffNet1D(1, rngs=nnx.Rngs(params=0, dropout=1), **TINY)
-  x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 1, 256)), jnp.float32)
+  small = dict(widths=(8, 8, 8), depths=(2, 1), pool_after=(), head_width=8, embed_dim=8)
+  model = EffNet1D(1, rngs=nnx.Rngs(params=0, dropout=1), **small)
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 1, 64)), jnp.float32)
   e1, e2 = apply(model, x, False), apply(model, x, False)
   np.testing.assert_array_equal(e1, e2)
   t1, t2 = apply(model, x, True), apply(model, x, True)  # the dropout stream advances
   assert not np.allclose(t1, t2)
-  no_drop = EffNet1D(1, rngs=nnx.Rngs(0), dropout=0.0, **TINY)
+  no_drop = EffNet1D(1, rngs=nnx.Rngs(0), dropout=0.0, **small)
   np.testing.assert_array_equal(apply(no_drop, x, True), apply(no_drop, x, True))
+
+
+def test_conv1d_rejects_grouped_non_depthwise():
+  with pytest.raises(ValueError, match="only dense"):
+    Conv1d(4, 8, 3, groups=2, rngs=nnx.Rngs(0))
 
 
 def test_rejects_wrong_channel_count():
