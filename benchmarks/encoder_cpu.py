@@ -1,11 +1,13 @@
-"""Forward+backward wall time of one EffNet-1D train step, JAX vs the PyTorch reference.
+"""Wall time of one EffNet-1D train step (or inference forward), JAX vs the PyTorch reference.
 
-One paper-shaped batch (default B=32, 5 channels, 7680 samples = 30 s at 256 Hz), train mode
-(batch-statistics BN, dropout), loss = sum of squared embeddings. The two frameworks are timed
+One paper-shaped batch (default B=32, 5 channels, 7680 samples = 30 s at 256 Hz). `--mode train`:
+forward + backward in train mode (batch-statistics BN, dropout), loss = sum of squared
+embeddings. `--mode eval`: inference forward (running statistics, no gradient, as when
+exporting embeddings). The two frameworks are timed
 in alternating rounds in one process, so that a busy shared machine slows both alike; the JSON
 reports medians, minima and their ratios.
 
-  python benchmarks/encoder_cpu.py --batch 32 --rounds 7 --out encoder_cpu.json
+  python benchmarks/encoder_cpu.py --mode train --batch 32 --rounds 7 --out encoder_cpu.json
 """
 
 import argparse
@@ -23,8 +25,15 @@ from flax import nnx
 from sleepfm_jax.models.effnet1d import EffNet1D
 
 
-def jax_step_fn(model):
+def jax_step_fn(model, mode):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  @jax.jit
+  def forward(params, rest, x):
+    return nnx.merge(graphdef, params, rest)(x, train=False)
+
+  if mode == "eval":
+    return lambda x: jax.block_until_ready(forward(params, rest, x))
 
   @jax.jit
   def step(params, rest, x):
@@ -39,12 +48,19 @@ def jax_step_fn(model):
   return lambda x: jax.block_until_ready(step(params, rest, x))
 
 
-def torch_step_fn(c_in):
+def torch_step_fn(c_in, mode):
   import torch  # pylint: disable=import-outside-toplevel
 
   from sleepfm_jax.torch_reference import build_effnet  # pylint: disable=import-outside-toplevel
 
-  model = build_effnet(c_in).train()
+  model = build_effnet(c_in).train(mode == "train")
+
+  def forward(x):
+    with torch.no_grad():
+      model(x)
+
+  if mode == "eval":
+    return forward, torch
 
   def step(x):
     model.zero_grad(set_to_none=True)
@@ -55,6 +71,7 @@ def torch_step_fn(c_in):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--mode", choices=("train", "eval"), default="train")
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--channels", type=int, default=5)
   parser.add_argument("--samples", type=int, default=7680)
@@ -67,14 +84,14 @@ def main():
   shape = (args.batch, args.channels, args.samples)
   x_np = np.random.default_rng(0).normal(size=shape).astype(np.float32)
   model = EffNet1D(args.channels, rngs=nnx.Rngs(0), dtype=jnp.dtype(args.dtype))
-  jax_step = jax_step_fn(model)
+  jax_step = jax_step_fn(model, args.mode)
   x_jax = jnp.asarray(x_np)
   t0 = time.perf_counter()
   jax_step(x_jax)
   compile_s = time.perf_counter() - t0
   runners = {"jax": lambda: jax_step(x_jax)}
   if not args.no_torch:
-    torch_step, torch = torch_step_fn(args.channels)
+    torch_step, torch = torch_step_fn(args.channels, args.mode)
     x_torch = torch.from_numpy(x_np)
     torch_step(x_torch)  # warm-up
     runners["torch"] = lambda: torch_step(x_torch)
@@ -85,7 +102,7 @@ def main():
       run()
       times[name].append(time.perf_counter() - t)
   result = {
-      "benchmark": "effnet1d_train_step_cpu",
+      "benchmark": f"effnet1d_{args.mode}_cpu",
       "shape": list(shape),
       "dtype": args.dtype,
       "rounds": args.rounds,
