@@ -186,19 +186,17 @@ class Conv1d(nnx.Module):
 
 
 def _bn_statistics(x: Array) -> tuple[Array, Array]:
-  """Per-channel (last axis) mean and biased variance of `x`, in float32, in one pass.
+  """Per-channel (last axis) mean and biased variance of `x`, in float32.
 
-  Sums of `x - shift` and its square, with `shift` the batch's first sample per channel: one
-  read of `x` (XLA fuses both sums), and no catastrophic cancellation for signals with a large
-  offset (e.g. SpO2 around 95 %), as there would be with plain E[x^2] - E[x]^2.
+  Two passes (the mean, then the mean squared deviation). A one-pass form (sums of `x - shift`
+  and its square) was tried and dropped: its variance error, though invisible in the forward
+  output, made float32 gradients of stacked BN layers wrong by up to 1 % (measured against a
+  float64 reference), because the closed-form backward assumes the exact batch statistics.
   """
   axes = tuple(range(x.ndim - 1))
   xf = x.astype(jnp.float32)
-  shift = jax.lax.stop_gradient(xf[(0,) * (x.ndim - 1)])
-  d = xf - shift
-  m1 = jnp.mean(d, axis=axes)
-  m2 = jnp.mean(jnp.square(d), axis=axes)
-  return shift + m1, jnp.maximum(m2 - jnp.square(m1), 0.0)
+  mean = jnp.mean(xf, axis=axes)
+  return mean, jnp.mean(jnp.square(xf - mean), axis=axes)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
