@@ -17,8 +17,8 @@ downsampled sample by one input sample.
 
 Internally activations are `[batch, time, channels]` (NWC): 1x1 convolutions are then plain
 matrix products over the last axis, which XLA lowers to its fastest GEMM kernels, and the
-depthwise k=3 convolution is a sum of three shifted, scaled copies that fuses into one
-elementwise loop. The public `__call__` takes `[batch, channels, samples]`, the store's layout.
+depthwise k=3 convolution is a sum of three shifted, scaled copies (elementwise work that XLA
+fuses with its neighbours). The public `__call__` takes `[batch, channels, samples]`, the store's layout.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class Conv1d(nnx.Module):
   form was 6x slower for this model):
   * dense: the `kernel_size` taps (strided slices of the padded input) side by side, then one
     matrix product (`pointwise`); for kernel 1 just the matrix product;
-  * depthwise: `sum_k w[k] * tap_k`, one fused elementwise loop.
+  * depthwise: `sum_k w[k] * tap_k`, elementwise.
   """
 
   def __init__(
