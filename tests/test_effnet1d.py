@@ -142,6 +142,16 @@ def test_bfloat16_compute_keeps_float32_params_and_output(tiny_pair):
   err = np.linalg.norm(np.asarray(y16) - y32) / np.linalg.norm(y32)
   assert 0 < err < 0.05, err
 
+  # Train-mode gradients come back float32 (the parameters' dtype) and finite. (Their values are
+  # far from float32 compute's: see docs/model.md, "Dropout, precision, initialisation".)
+  @nnx.jit
+  def grads(model, x):
+    return nnx.grad(lambda m: jnp.sum(m(x, train=True) ** 2))(model)
+
+  g16 = jax.tree.leaves(grads(EffNet1D(3, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, **TINY), x))
+  assert {g.dtype for g in g16} == {jnp.dtype(jnp.float32)}
+  assert all(np.all(np.isfinite(g)) for g in g16)
+
 
 def test_dropout_only_in_train_mode():
   small = dict(widths=(8, 8, 8), depths=(2, 1), pool_after=(), head_width=8, embed_dim=8)

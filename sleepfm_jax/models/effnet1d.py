@@ -108,10 +108,11 @@ def _pointwise_bwd(res, dy):
   c, h = w.shape
   x2, dy2 = x.reshape(-1, c), dy.reshape(-1, h)
   dx = jnp.einsum("...h,ch->...c", dy, w)
+  f32 = jnp.float32  # accumulate the token sum in float32 even for bfloat16 activations
   if c <= h:
-    dw = jnp.einsum("nh,nc->hc", dy2, x2).T
+    dw = jnp.einsum("nh,nc->hc", dy2, x2, preferred_element_type=f32).T
   else:
-    dw = jnp.einsum("nc,nh->ch", x2, dy2)
+    dw = jnp.einsum("nc,nh->ch", x2, dy2, preferred_element_type=f32)
   return dx, dw.astype(w.dtype)
 
 
