@@ -1,0 +1,472 @@
+"""EffNet-1D: the per-modality 1-D CNN encoder of SleepFM, in Flax NNX.
+
+The architecture follows the original SleepFM encoder (an EfficientNet-style 1-D CNN):
+
+  stem conv (k=3, stride 2, pad 1) -> BN                                  (no activation)
+  7 MBConv stages (widths 16/24/40/80/112/192/320, depths 1/2/2/3/3/3/3, expansion 6):
+      (depth - 1) residual bottlenecks (stride 1, width kept) then one stride-2 bottleneck
+      that changes the width; a BN closes every stage.
+      bottleneck: 1x1 expand -> BN -> ReLU6 -> depthwise k=3 -> BN -> ReLU6 -> 1x1 project
+      (+ Dropout(0.5) and the identity shortcut in the stride-1 bottlenecks)
+  max-pool (k=3, stride 1, pad 1) after the 2nd and the 5th MBConv stage
+  1x1 conv to 1280 -> global average pool -> ReLU -> Dropout(0.5) -> Linear 1280 -> 512
+
+Every convolution has a bias, as in the original. Padding is symmetric (PyTorch's `padding=1`),
+which is not what `'SAME'` does for stride 2: `'SAME'` would pad (0, 1) and shift every
+downsampled sample by one input sample.
+
+Internally activations are `[batch, time, channels]` (NWC): 1x1 convolutions are then plain
+matrix products over the last axis, which XLA lowers to its fastest GEMM kernels, and the
+depthwise k=3 convolution is a sum of three shifted, scaled copies (elementwise work that XLA
+fuses with its neighbours). The public `__call__` takes `[batch, channels, samples]`, the store's layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+DType = Any
+
+WIDTHS = (32, 16, 24, 40, 80, 112, 192, 320)  # stem, then the 7 MBConv stages
+DEPTHS = (1, 2, 2, 3, 3, 3, 3)
+HEAD_WIDTH = 1280
+EMBED_DIM = 512
+EXPANSION = 6
+POOL_AFTER = (1, 4)  # 0-based MBConv stage indices followed by the k=3/s=1 max-pool
+DROPOUT = 0.5
+BN_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch
+BN_EPSILON = 1e-5
+
+
+_INIT_CHUNK = 8192
+
+
+@jax.jit
+def _uniform_chunk(key: Array, index: Array) -> Array:
+  return jax.random.uniform(jax.random.fold_in(key, index), (_INIT_CHUNK,), jnp.float32)
+
+
+def _uniform(key: Array, shape: Sequence[int], dtype: DType, bound: float) -> Array:
+  """U(-bound, bound) of `shape`, drawn in fixed-size chunks.
+
+  `jax.random.uniform` compiles one kernel per distinct shape, and EffNet-1D has about a hundred
+  distinct parameter shapes: drawing each directly made building the model take tens of seconds
+  on CPU. Here one compiled kernel of fixed size serves every shape. The values are the same
+  whether the key is concrete or traced (e.g. under `nnx.eval_shape` or `jax.jit`).
+  """
+  n = math.prod(shape)
+  chunks = [_uniform_chunk(key, i) for i in range(-(-n // _INIT_CHUNK))]
+  if isinstance(key, jax.core.Tracer):
+    flat = jnp.concatenate(chunks)[:n]
+    return ((2.0 * flat - 1.0) * bound).reshape(shape).astype(dtype)
+  # Eager: finish on the host, as every eager jnp op would compile once more per shape.
+  flat = np.concatenate([np.asarray(c) for c in chunks])[:n]
+  return jnp.asarray(((2.0 * flat - 1.0) * bound).reshape(shape).astype(dtype))
+
+
+def torch_default_init(fan_in: int) -> nnx.Initializer:
+  """PyTorch's default Conv/Linear initialiser: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  Used for weights and biases alike, so that a model trained from scratch starts where the
+  original's did.
+  """
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return _uniform(key, shape, dtype, bound)
+
+  return init
+
+
+@jax.custom_vjp
+def pointwise(x: Array, w: Array) -> Array:
+  """`x @ w` over the last axis of `x` (`[..., C] x [C, H]`), with a layout-aware backward.
+
+  The weight gradient contracts over every token (`x^T dy`). XLA:CPU's dot wants the
+  contracting axis of its second operand minor, so whichever activation comes second gets
+  transposed in memory, a slow strided copy on large activations. Here the narrower of `x` and
+  `dy` is always the second operand, so only the smaller array is transposed.
+  """
+  return jnp.einsum("...c,ch->...h", x, w)
+
+
+def _pointwise_fwd(x, w):
+  return pointwise(x, w), (x, w)
+
+
+def _pointwise_bwd(res, dy):
+  x, w = res
+  c, h = w.shape
+  x2, dy2 = x.reshape(-1, c), dy.reshape(-1, h)
+  dx = jnp.einsum("...h,ch->...c", dy, w)
+  f32 = jnp.float32  # accumulate the token sum in float32 even for bfloat16 activations
+  if c <= h:
+    dw = jnp.einsum("nh,nc->hc", dy2, x2, preferred_element_type=f32).T
+  else:
+    dw = jnp.einsum("nc,nh->ch", x2, dy2, preferred_element_type=f32)
+  return dx, dw.astype(w.dtype)
+
+
+pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
+class Conv1d(nnx.Module):
+  """1-D convolution on NWC activations with PyTorch's symmetric zero padding.
+
+  The kernel is stored as `[kernel_size, in_features // groups, out_features]` (Flax's WIO
+  layout) and the bias as `[out_features]`. Dense (`groups=1`) and depthwise
+  (`groups == in_features == out_features`) convolutions are supported, lowered to what XLA
+  compiles best on CPU (both far faster there than `lax.conv_general_dilated`, whose grouped
+  form was 6x slower for this model):
+  * dense: the `kernel_size` taps (strided slices of the padded input) side by side, then one
+    matrix product (`pointwise`); for kernel 1 just the matrix product;
+  * depthwise: `sum_k w[k] * tap_k`, elementwise.
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      kernel_size: int,
+      *,
+      stride: int = 1,
+      padding: int = 0,
+      groups: int = 1,
+      dtype: DType = jnp.float32,
+      param_dtype: DType = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
+    if groups != 1 and not groups == in_features == out_features:
+      raise ValueError(f"only dense (groups=1) and depthwise convolutions are supported, got "
+                       f"groups={groups} for {in_features} -> {out_features} channels")
+    self.in_features = in_features
+    self.out_features = out_features
+    self.kernel_size = kernel_size
+    self.stride = stride
+    self.padding = padding
+    self.depthwise = groups != 1
+    self.dtype = dtype
+    fan_in = (in_features // groups) * kernel_size
+    init = torch_default_init(fan_in)
+    self.kernel = nnx.Param(
+        init(rngs.params(), (kernel_size, in_features // groups, out_features), param_dtype))
+    self.bias = nnx.Param(init(rngs.params(), (out_features,), param_dtype))
+
+  def _taps(self, x: Array) -> list[Array]:
+    """The inputs seen by each kernel tap: `x_pad[:, stride * t + j]` for j < kernel_size."""
+    k, s, p = self.kernel_size, self.stride, self.padding
+    xp = jnp.pad(x, ((0, 0), (p, p), (0, 0))) if p else x
+    n_out = (xp.shape[1] - k) // s + 1
+    if n_out < 1:
+      raise ValueError(f"input of length {x.shape[1]} is too short for kernel {k}, pad {p}")
+    return [jax.lax.slice_in_dim(xp, j, j + s * (n_out - 1) + 1, stride=s, axis=1)
+            for j in range(k)]
+
+  def __call__(self, x: Array) -> Array:
+    x = x.astype(self.dtype)
+    kernel = self.kernel[...].astype(self.dtype)
+    bias = self.bias[...].astype(self.dtype)
+    if self.depthwise:
+      y = bias
+      for j, tap in enumerate(self._taps(x)):
+        y = y + tap * kernel[j, 0]
+      return y
+    if self.kernel_size == 1 and self.stride == 1 and self.padding == 0:
+      return pointwise(x, kernel[0]) + bias
+    patches = jnp.concatenate(self._taps(x), axis=-1)  # [B, T', k * C_in], tap-major as kernel
+    return pointwise(patches, kernel.reshape(-1, self.out_features)) + bias
+
+
+def _bn_statistics(x: Array) -> tuple[Array, Array]:
+  """Per-channel (last axis) mean and biased variance of `x`, in float32.
+
+  Two passes (the mean, then the mean squared deviation). A one-pass form (sums of `x - shift`
+  and its square) was tried and dropped: its variance error, though invisible in the forward
+  output, made float32 gradients of stacked BN layers wrong by up to 1 % (measured against a
+  float64 reference), because the closed-form backward assumes the exact batch statistics.
+  """
+  axes = tuple(range(x.ndim - 1))
+  xf = x.astype(jnp.float32)
+  mean = jnp.mean(xf, axis=axes)
+  return mean, jnp.mean(jnp.square(xf - mean), axis=axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x: Array, scale: Array, bias: Array, epsilon: float):
+  """Train-mode batch norm over the last axis: returns `(y, batch_mean, batch_var)`.
+
+  `batch_mean` and `batch_var` (biased) are meant for the running statistics only: the
+  backward pass treats them as constants. The backward is the closed-form BN gradient, two
+  passes over the activations (one fused reduction, one elementwise), fewer than autodiff of
+  the forward would take.
+  """
+  return _batch_norm_train_fwd(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon):
+  mean, var = _bn_statistics(x)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  a = scale.astype(jnp.float32) * rstd
+  b = bias.astype(jnp.float32) - mean * a
+  y = (x * a.astype(x.dtype) + b.astype(x.dtype)).astype(x.dtype)
+  return (y, mean, var), (x, scale, mean, rstd)
+
+
+def _batch_norm_train_bwd(epsilon, res, cts):
+  del epsilon
+  x, scale, mean, rstd = res
+  dy = cts[0].astype(jnp.float32)
+  axes = tuple(range(x.ndim - 1))
+  xhat = (x.astype(jnp.float32) - mean) * rstd
+  sum_dy = jnp.sum(dy, axis=axes)
+  sum_dy_xhat = jnp.sum(dy * xhat, axis=axes)
+  n = math.prod(x.shape[:-1])
+  g = scale.astype(jnp.float32) * rstd
+  dx = g * (dy - (sum_dy + xhat * sum_dy_xhat) / n)
+  return dx.astype(x.dtype), sum_dy_xhat.astype(scale.dtype), sum_dy.astype(scale.dtype)
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+class BatchNorm1d(nnx.Module):
+  """Batch normalisation over the channel (last) axis, with PyTorch's semantics.
+
+  * Train mode normalises with the statistics of the batch (biased variance) and updates the
+    running statistics as `running = (1 - momentum) * running + momentum * batch`, using the
+    *unbiased* batch variance for `running_var` as PyTorch does.
+  * Statistics are reduced over every axis but the last. Under `jax.jit` with the batch sharded
+    across devices this is a reduction over the *global* batch (synchronised BN); PyTorch's
+    DataParallel computes them per replica instead. See docs/model.md.
+  * Statistics are computed in float32 whatever the compute dtype, in two passes
+    (mean, then mean squared deviation), which stays accurate for un-normalised signals with a
+    large offset (e.g. SpO2 around 95 %).
+
+  Parameters `scale`, `bias` (nnx.Param) and running `mean`, `var` (nnx.BatchStat).
+  """
+
+  def __init__(
+      self,
+      num_features: int,
+      *,
+      momentum: float = BN_MOMENTUM,
+      epsilon: float = BN_EPSILON,
+      dtype: DType = jnp.float32,
+      param_dtype: DType = jnp.float32,
+  ):
+    self.momentum = momentum
+    self.epsilon = epsilon
+    self.dtype = dtype
+    # Built with numpy: eager jnp.ones/zeros would compile once per distinct width.
+    ones, zeros = np.ones((num_features,), np.float32), np.zeros((num_features,), np.float32)
+    self.scale = nnx.Param(jnp.asarray(ones, param_dtype))
+    self.bias = nnx.Param(jnp.asarray(zeros, param_dtype))
+    self.mean = nnx.BatchStat(jnp.asarray(zeros))
+    self.var = nnx.BatchStat(jnp.asarray(ones))
+
+  def __call__(self, x: Array, *, train: bool) -> Array:
+    if train:
+      y, mean, var = batch_norm_train(x, self.scale[...], self.bias[...], self.epsilon)
+      n = math.prod(x.shape[:-1])
+      m = self.momentum
+      unbiased = var * (n / max(n - 1, 1))
+      self.mean[...] = (1.0 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+      self.var[...] = (1.0 - m) * self.var[...] + m * jax.lax.stop_gradient(unbiased)
+      return y
+    # Eval: folded affine y = x * a + b, one fused multiply-add per element.
+    a = self.scale[...].astype(jnp.float32) * jax.lax.rsqrt(self.var[...] + self.epsilon)
+    b = self.bias[...].astype(jnp.float32) - self.mean[...] * a
+    return (x * a.astype(self.dtype) + b.astype(self.dtype)).astype(self.dtype)
+
+
+class Bottleneck(nnx.Module):
+  """Inverted-residual bottleneck: expand (1x1) -> depthwise k=3 -> project (1x1).
+
+  With stride 1 (always width-preserving in EffNet-1D) the projection is followed by dropout
+  and added to the input; the stride-2 bottleneck that ends each stage has neither.
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      *,
+      expansion: int,
+      stride: int,
+      dropout: float,
+      dtype: DType,
+      param_dtype: DType,
+      rngs: nnx.Rngs,
+  ):
+    hidden = in_features * expansion
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    self.residual = stride == 1 and in_features == out_features
+    self.expand = Conv1d(in_features, hidden, 1, rngs=rngs, **kw)
+    self.expand_bn = BatchNorm1d(hidden, **kw)
+    self.depthwise = Conv1d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden,
+                            rngs=rngs, **kw)
+    self.depthwise_bn = BatchNorm1d(hidden, **kw)
+    self.project = Conv1d(hidden, out_features, 1, rngs=rngs, **kw)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs) if self.residual else None
+
+  def __call__(self, x: Array, *, train: bool) -> Array:
+    y = jax.nn.relu6(self.expand_bn(self.expand(x), train=train))
+    y = jax.nn.relu6(self.depthwise_bn(self.depthwise(y), train=train))
+    y = self.project(y)
+    if self.residual:
+      y = x + self.dropout(y, deterministic=not train)
+    return y
+
+
+class MBConv(nnx.Module):
+  """One stage: `depth - 1` residual bottlenecks, a stride-2 bottleneck, then BN."""
+
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      *,
+      depth: int,
+      expansion: int,
+      dropout: float,
+      stride: int = 2,
+      dtype: DType,
+      param_dtype: DType,
+      rngs: nnx.Rngs,
+  ):
+    kw = dict(expansion=expansion, dropout=dropout, dtype=dtype, param_dtype=param_dtype,
+              rngs=rngs)
+    blocks = [Bottleneck(in_features, in_features, stride=1, **kw) for _ in range(depth - 1)]
+    blocks.append(Bottleneck(in_features, out_features, stride=stride, **kw))
+    self.blocks = nnx.List(blocks)
+    self.bn = BatchNorm1d(out_features, dtype=dtype, param_dtype=param_dtype)
+
+  def __call__(self, x: Array, *, train: bool) -> Array:
+    for block in self.blocks:
+      x = block(x, train=train)
+    return self.bn(x, train=train)
+
+
+def max_pool3(x: Array) -> Array:
+  """Max-pool with kernel 3, stride 1 and padding 1 (padded with -inf) over the time axis."""
+  xp = jnp.pad(x, ((0, 0), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  n = x.shape[1]
+  return jnp.maximum(jnp.maximum(xp[:, :n], xp[:, 1:n + 1]), xp[:, 2:n + 2])
+
+
+class EffNet1D(nnx.Module):
+  """EffNet-1D encoder: `[batch, channels, samples]` -> `[batch, embed_dim]` (float32).
+
+  Args:
+    in_channels: input channels (e.g. 5 BAS, 1 ECG, 3 respiratory channels).
+    widths: stem width followed by one width per MBConv stage.
+    depths: bottlenecks per MBConv stage (`len(widths) - 1` entries).
+    head_width: width of the final 1x1 convolution before pooling.
+    embed_dim: output size of the final linear layer; `None` drops it, and the encoder then
+      returns the `head_width` pooled features (after ReLU and dropout).
+    expansion: bottleneck expansion factor.
+    dropout: dropout rate in the residual bottlenecks and before the final linear layer.
+    pool_after: 0-based MBConv stage indices followed by the k=3/s=1 max-pool.
+    dtype: compute dtype (e.g. `jnp.bfloat16`); BN statistics are float32 regardless.
+    param_dtype: parameter dtype.
+    rngs: `nnx.Rngs` with a `params` stream and, for training, a `dropout` stream.
+  """
+
+  def __init__(
+      self,
+      in_channels: int,
+      *,
+      widths: Sequence[int] = WIDTHS,
+      depths: Sequence[int] = DEPTHS,
+      head_width: int = HEAD_WIDTH,
+      embed_dim: int | None = EMBED_DIM,
+      expansion: int = EXPANSION,
+      dropout: float = DROPOUT,
+      pool_after: Sequence[int] = POOL_AFTER,
+      dtype: DType = jnp.float32,
+      param_dtype: DType = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
+    if in_channels < 1:
+      raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    if len(depths) != len(widths) - 1:
+      raise ValueError(f"need one depth per MBConv stage: widths={widths}, depths={depths}")
+    self.in_channels = in_channels
+    self.widths = tuple(widths)
+    self.depths = tuple(depths)
+    self.head_width = head_width
+    self.embed_dim = embed_dim
+    self.pool_after = tuple(pool_after)
+    self.dtype = dtype
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    self.stem = Conv1d(in_channels, widths[0], 3, stride=2, padding=1, rngs=rngs, **kw)
+    self.stem_bn = BatchNorm1d(widths[0], **kw)
+    self.stages = nnx.List([
+        MBConv(widths[i], widths[i + 1], depth=depths[i], expansion=expansion,
+               dropout=dropout, rngs=rngs, **kw)
+        for i in range(len(depths))
+    ])
+    self.head = Conv1d(widths[-1], head_width, 1, rngs=rngs, **kw)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    if embed_dim is None:
+      self.fc = None
+    else:
+      self.fc = nnx.Linear(head_width, embed_dim, kernel_init=torch_default_init(head_width),
+                           bias_init=torch_default_init(head_width), rngs=rngs, **kw)
+
+  @property
+  def out_features(self) -> int:
+    return self.head_width if self.embed_dim is None else self.embed_dim
+
+  def __call__(
+      self, x: Array, *, train: bool, return_intermediates: bool = False
+  ) -> Array | tuple[Array, dict[str, Array]]:
+    """Encodes `x` of shape `[batch, channels, samples]`.
+
+    Args:
+      x: input windows, channels-first.
+      train: batch statistics and BN running-stat updates and dropout when True; running
+        statistics and no dropout when False.
+      return_intermediates: also return a dict of the activations after the stem, after each
+        MBConv stage (`stage{i}`, 1-based, and `pool{i}` where pooled), the head conv
+        (`head`) and global pooling (`pooled`), all NWC.
+
+    Returns:
+      `[batch, out_features]` float32, and the intermediates dict when requested.
+    """
+    if x.ndim != 3 or x.shape[1] != self.in_channels:
+      raise ValueError(
+          f"expected [batch, {self.in_channels}, samples], got shape {tuple(x.shape)}")
+    inter = {}
+    h = jnp.transpose(x, (0, 2, 1)).astype(self.dtype)  # NCW -> NWC
+    h = self.stem_bn(self.stem(h), train=train)
+    inter["stem"] = h
+    for i, stage in enumerate(self.stages):
+      h = stage(h, train=train)
+      inter[f"stage{i + 1}"] = h
+      if i in self.pool_after:
+        h = max_pool3(h)
+        inter[f"pool{i + 1}"] = h
+    h = self.head(h)
+    inter["head"] = h
+    h = jax.nn.relu(jnp.mean(h.astype(jnp.float32), axis=1))
+    inter["pooled"] = h
+    h = self.dropout(h, deterministic=not train)
+    if self.fc is not None:
+      h = self.fc(h.astype(self.dtype))
+    h = h.astype(jnp.float32)
+    return (h, inter) if return_intermediates else h
+
+
+def count_params(module: nnx.Module) -> int:
+  """Number of trainable parameters (nnx.Param entries; BN running statistics excluded)."""
+  return sum(int(p.size) for p in jax.tree.leaves(nnx.state(module, nnx.Param)))
