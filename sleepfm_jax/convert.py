@@ -52,7 +52,8 @@ Path = tuple[Any, ...]
 
 
 def _conv(prefix: str, path: Path) -> dict[str, tuple[Path, str]]:
-  return {f"{prefix}.weight": (path + ("kernel",), "conv"), f"{prefix}.bias": (path + ("bias",), "id")}
+  return {f"{prefix}.weight": (path + ("kernel",), "conv"),
+          f"{prefix}.bias": (path + ("bias",), "id")}
 
 
 def _bn(prefix: str, path: Path) -> dict[str, tuple[Path, str]]:

@@ -19,6 +19,9 @@ from sleepfm_jax import torch_reference  # noqa: E402  (needs torch for its mode
 
 TINY = dict(widths=(8, 8, 8, 16, 16, 16, 24, 24), depths=(1, 2, 1, 2, 1, 1, 2), head_width=32,
             embed_dim=16)
+# Fewer stages (cheaper to compile) for the train-step and checkpoint tests; still residual and
+# stride-2 bottlenecks, a max-pool, and the original's key names (stage2..stage5, head stage6).
+SMALL = dict(widths=(8, 8, 8, 16, 16), depths=(1, 2, 1, 2), head_width=16, embed_dim=8)
 
 
 @nnx.jit(static_argnames="train")
@@ -75,11 +78,11 @@ def test_eval_embeddings_match_pytorch(c_in, batch, length):
 
 
 def test_train_mode_batch_statistics_and_gradients_match_pytorch():
-  tmodel = _torch_model(3, seed=7, **TINY)
+  tmodel = _torch_model(3, seed=7, **SMALL)
   for module in tmodel.modules():  # dropout masks cannot match across frameworks
     if isinstance(module, torch.nn.Dropout):
       module.p = 0.0
-  jmodel = EffNet1D(3, rngs=nnx.Rngs(0), dropout=0.0, **TINY)
+  jmodel = EffNet1D(3, rngs=nnx.Rngs(0), dropout=0.0, **SMALL)
   convert.load_torch_weights(jmodel, tmodel.state_dict())
   x = np.random.default_rng(7).normal(size=(4, 3, 512)).astype(np.float32)
 
@@ -106,7 +109,7 @@ def test_train_mode_batch_statistics_and_gradients_match_pytorch():
   # Running statistics after one train step (momentum 0.1, unbiased running variance).
   updated = convert.torch_state_dict_to_nnx(jmodel, tmodel.state_dict())
   flat_stats = dict(nnx.to_flat_state(stats))
-  assert len(flat_stats) == 2 * (1 + 2 * sum(TINY["depths"]) + len(TINY["depths"]))  # mean, var
+  assert len(flat_stats) == 2 * (1 + 2 * sum(SMALL["depths"]) + len(SMALL["depths"]))  # mean, var
   for path, var in flat_stats.items():
     want = updated
     for p in path:
@@ -179,8 +182,8 @@ def _save_original_style_checkpoint(path, models, temperature):
 
 
 def test_original_checkpoint_round_trip(tmp_path):
-  models = {"respiratory": _torch_model(3, 1, **TINY), "sleep_stages": _torch_model(5, 2, **TINY),
-            "ekg": _torch_model(1, 3, **TINY)}
+  models = {"respiratory": _torch_model(3, 1, **SMALL), "sleep_stages": _torch_model(5, 2, **SMALL),
+            "ekg": _torch_model(1, 3, **SMALL)}
   path = tmp_path / "best.pt"
   saved = _save_original_style_checkpoint(path, models, 0.37)
   assert next(iter(saved["ekg_state_dict"])).startswith("module.")
@@ -190,7 +193,7 @@ def test_original_checkpoint_round_trip(tmp_path):
   assert ckpt["epoch"] == 3 and ckpt["best_loss"] == 1.25
   assert ckpt["temperature"] == pytest.approx(saved["temperature"])
 
-  model = convert.sleepfm_from_original_checkpoint(path, rngs=nnx.Rngs(0), **TINY)
+  model = convert.sleepfm_from_original_checkpoint(path, rngs=nnx.Rngs(0), **SMALL)
   assert float(model.t[...]) == pytest.approx(saved["temperature"])
   rng = np.random.default_rng(0)
   batch = {"bas": rng.normal(size=(2, 5, 512)), "ecg": rng.normal(size=(2, 1, 512)),
@@ -203,7 +206,7 @@ def test_original_checkpoint_round_trip(tmp_path):
     np.testing.assert_allclose(np.asarray(out[modality]), want, rtol=1e-4, atol=1e-5)
 
   # A model whose modalities differ from the checkpoint's is refused.
-  other = nnx.eval_shape(lambda: SleepFM({"bas": 5, "ecg": 1}, rngs=nnx.Rngs(0), **TINY))
+  other = nnx.eval_shape(lambda: SleepFM({"bas": 5, "ecg": 1}, rngs=nnx.Rngs(0), **SMALL))
   with pytest.raises(ValueError, match="checkpoint has encoders for"):
     convert.torch_state_dict_to_nnx(other, ckpt)
 

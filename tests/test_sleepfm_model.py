@@ -72,8 +72,8 @@ def test_batchnorm_under_jit_over_a_sharded_batch_uses_global_statistics():
   """
   assert jax.device_count() >= 8, "tests/conftest.py sets 8 host devices"
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-  model = EffNet1D(2, rngs=nnx.Rngs(0), dropout=0.0, widths=(8, 8, 16, 16), depths=(2, 1, 1),
-                   pool_after=(1,), head_width=16, embed_dim=8)
+  model = EffNet1D(2, rngs=nnx.Rngs(0), dropout=0.0, widths=(8, 8, 16), depths=(2, 1),
+                   pool_after=(0,), head_width=16, embed_dim=8)
   graphdef, state = nnx.split(model)
   rng = np.random.default_rng(0)
   # A per-shard offset makes per-shard and global statistics clearly different.
@@ -82,20 +82,34 @@ def test_batchnorm_under_jit_over_a_sharded_batch_uses_global_statistics():
 
   @jax.jit
   def forward(state, x):
+    """Train-mode embeddings, updated BN statistics, and parameter gradients of sum(y^2)."""
     m = nnx.merge(graphdef, state)
-    y = m(x, train=True)
-    return y, nnx.state(m, nnx.BatchStat)
 
-  y_single, stats_single = forward(state, x)
+    def loss(m):
+      y = m(x, train=True)
+      return jnp.sum(y ** 2), y
+
+    (_, y), grads = nnx.value_and_grad(loss, has_aux=True)(m)
+    return y, nnx.state(m, nnx.BatchStat), grads
+
+  y_single, stats_single, grads_single = forward(state, x)
   x_sharded = jax.device_put(x, NamedSharding(mesh, P("data")))
   state_repl = jax.device_put(state, NamedSharding(mesh, P()))
-  y_sharded, stats_sharded = forward(state_repl, x_sharded)
+  y_sharded, stats_sharded, grads_sharded = forward(state_repl, x_sharded)
   assert len(y_sharded.sharding.device_set) == 8
   np.testing.assert_allclose(np.asarray(y_sharded), np.asarray(y_single), rtol=1e-4, atol=1e-5)
   for a, b in zip(jax.tree.leaves(stats_sharded), jax.tree.leaves(stats_single), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  # The custom VJPs (BN, pointwise conv) give the global-batch gradient under sharding too.
+  # (Conv biases feeding a train-mode BN have a true gradient of 0: rounding noise there, hence
+  # a floor relative to the largest gradient.)
+  g_single = [np.asarray(b) for b in jax.tree.leaves(grads_single)]
+  floor = 1e-5 * max(np.abs(b).max() for b in g_single)
+  for a, b in zip(jax.tree.leaves(grads_sharded), g_single, strict=True):
+    np.testing.assert_allclose(np.asarray(a), b, rtol=1e-3, atol=floor)
 
   # Per-replica statistics (DataParallel): each 2-window shard normalised on its own.
-  y_per_shard = np.concatenate([np.asarray(forward(state, x[i:i + 2])[0])
+  per_shard = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, train=True))
+  y_per_shard = np.concatenate([np.asarray(per_shard(state, x[i:i + 2]))
                                 for i in range(0, 16, 2)])
   assert np.abs(y_per_shard - np.asarray(y_single)).max() > 1e-2
