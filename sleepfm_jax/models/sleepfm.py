@@ -14,7 +14,7 @@ from flax import nnx
 
 from sleepfm_jax.models.effnet1d import EffNet1D, torch_default_init
 
-MODALITIES = ("bas", "ecg", "resp")  # the project-wide order (sleepfm_jax.data.channels)
+from sleepfm_jax.data.channels import MODALITIES  # the project-wide order
 
 
 def _present(in_channels: Mapping[str, int]) -> tuple[str, ...]:
