@@ -24,6 +24,9 @@ _WORKERS = flags.DEFINE_integer("workers", 1, "Preprocessing processes (with --i
 _COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator HOST:PORT.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (jax.distributed).")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index (jax.distributed).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-process job detected automatically (TPU pod slice, Slurm, "
+    "Open MPI): jax.distributed.initialize() with no arguments.")
 
 
 def main(argv):
@@ -34,9 +37,9 @@ def main(argv):
     raise app.UsageError("give exactly one of --store or --input")
   import jax  # pylint: disable=import-outside-toplevel
 
-  if _COORD.value:
-    jax.distributed.initialize(coordinator_address=_COORD.value, num_processes=_NPROC.value,
-                               process_id=_PID.value)
+  from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+
+  sharding.initialize_distributed(_COORD.value, _NPROC.value, _PID.value, auto=_DISTRIBUTED.value)
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
   if _STORE.value:

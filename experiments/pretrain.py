@@ -19,6 +19,9 @@ _RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoin
 _COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator HOST:PORT.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (jax.distributed).")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index (jax.distributed).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-process job detected automatically (TPU pod slice, Slurm, "
+    "Open MPI): jax.distributed.initialize() with no arguments.")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None, "Simulate this many CPU devices (testing sharding on one machine).")
 
@@ -31,9 +34,9 @@ def main(argv):
 
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-  if _COORD.value:
-    jax.distributed.initialize(coordinator_address=_COORD.value, num_processes=_NPROC.value,
-                               process_id=_PID.value)
+  from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+
+  sharding.initialize_distributed(_COORD.value, _NPROC.value, _PID.value, auto=_DISTRIBUTED.value)
   from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
 
   logging.info("devices: %s", jax.devices())

@@ -23,6 +23,37 @@ DATA_AXIS = "data"
 MODEL_AXIS = "model"
 
 
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+) -> bool:
+  """Joins a multi-process JAX job if asked to; returns whether `jax.distributed` was initialised.
+
+  Call it first thing in `main()`, before any JAX computation. Either name the job explicitly
+  (`coordinator_address` "HOST:PORT" of process 0, plus `num_processes` and `process_id`), or pass
+  `auto=True` to let `jax.distributed.initialize()` detect them: Cloud TPU VMs (pod slices: from the
+  TPU metadata), Slurm (`srun`), Open MPI (`mpirun`). Values given explicitly override detected ones.
+  With neither, nothing happens and the job is this single process.
+
+  On a TPU pod slice every host sees all chips without this, but Orbax's multi-host checkpointing
+  needs the distributed client, so multi-host training must initialise it.
+
+  Raises:
+    ValueError: `num_processes` or `process_id` given without an address or `auto`.
+  """
+  if not coordinator_address and not auto:
+    if num_processes is not None or process_id is not None:
+      raise ValueError("num_processes/process_id need a coordinator address (or automatic "
+                       "detection); got no coordinator_address and auto=False")
+    return False
+  jax.distributed.initialize(coordinator_address=coordinator_address or None,
+                             num_processes=num_processes, process_id=process_id)
+  return True
+
+
 def make_mesh(
     data: int | None = None,
     model: int = 1,

@@ -1,7 +1,11 @@
 """Launches a small `jax.distributed` job of CPU processes on loopback, for tests.
 
 Each process runs `python SCRIPT ARGS --coordinator=127.0.0.1:PORT --num_processes=N
---process_id=I` with `local_devices` simulated CPU devices. The script must call
+--process_id=I` with `local_devices` simulated CPU devices. With `launcher="slurm"` the processes
+instead get `ARGS --distributed` and the environment variables Slurm's `srun` sets (job id, node
+list, task count and rank), so that `jax.distributed.initialize()` without arguments has to detect
+the job itself, the code path TPU pod slices use (TPU detection itself needs TPU VMs; Slurm's can
+be imitated on one machine). The script must call
 `jax.distributed.initialize` inside `main()` under `if __name__ == "__main__"`. Output goes to one
 log file per process (no pipes, so a chatty process cannot block); on a timeout or a non-zero exit
 every process is killed and the assertion message carries each process's log tail.
@@ -51,24 +55,36 @@ def run_processes(
     local_devices: int = 2,
     timeout: float = 120.0,
     coordinator_flag: str = "--coordinator",
+    launcher: str = "flags",
 ) -> list[str]:
   """Runs `num_processes` copies of `script` as one jax.distributed job; returns their logs.
 
-  `coordinator_flag` names the script's flag for the coordinator address.
+  `coordinator_flag` names the script's flag for the coordinator address. `launcher` is "flags"
+  (explicit coordinator/process flags) or "slurm" (`--distributed` and Slurm's variables).
 
   Raises:
     AssertionError: if a process fails or the job exceeds `timeout` seconds (all are killed).
   """
   log_dir = pathlib.Path(log_dir)
   log_dir.mkdir(parents=True, exist_ok=True)
-  coordinator = f"127.0.0.1:{free_port()}"
-  env = _env(local_devices)
+  if launcher not in ("flags", "slurm"):
+    raise ValueError(f"launcher must be 'flags' or 'slurm', got {launcher!r}")
+  port = free_port()
+  coordinator = f"127.0.0.1:{port}"
   procs, logs = [], []
   for i in range(num_processes):
     log = log_dir / f"process_{i}.log"
     logs.append(log)
-    cmd = [sys.executable, os.path.abspath(script), *args, f"{coordinator_flag}={coordinator}",
-           f"--num_processes={num_processes}", f"--process_id={i}"]
+    env = _env(local_devices)
+    cmd = [sys.executable, os.path.abspath(script), *args]
+    if launcher == "flags":
+      cmd += [f"{coordinator_flag}={coordinator}", f"--num_processes={num_processes}",
+              f"--process_id={i}"]
+    else:  # what `srun --ntasks=N` would set on a one-node allocation; the port is ours
+      env.update(SLURM_JOB_ID="1", SLURM_STEP_NODELIST="127.0.0.1",
+                 SLURM_NTASKS=str(num_processes), SLURM_PROCID=str(i), SLURM_LOCALID=str(i),
+                 JAX_COORDINATOR_PORT=str(port))
+      cmd.append("--distributed")
     with open(log, "w") as f:
       procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO))
   deadline = time.monotonic() + timeout

@@ -115,6 +115,13 @@ def test_mesh_and_batch_validation():
   assert batch["stage"].dtype == np.int8
 
 
+def test_initialize_distributed_only_when_asked():
+  assert sharding.initialize_distributed() is False  # single process: nothing to join
+  assert jax.process_count() == 1
+  with pytest.raises(ValueError, match="need a coordinator address"):
+    sharding.initialize_distributed(num_processes=2, process_id=0)
+
+
 @pytest.mark.multiprocess
 def test_two_processes_match_single_process(tmp_path):
   batch = 16

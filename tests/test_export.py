@@ -70,16 +70,20 @@ def test_embed_from_edf_files_matches_the_store(exported, synthetic_run, synthet
 
 @pytest.mark.multiprocess
 def test_two_processes_write_each_window_once(exported, synthetic_run, synthetic_store, tmp_path):
+  """Two processes that find each other through `--distributed` (cluster auto-detection, here
+  Slurm's variables; the trainer's 2-process test passes the coordinator explicitly)."""
   from multiprocess import run_processes  # pylint: disable=import-outside-toplevel
 
   es, _ = exported
   workdir, _, _ = synthetic_run
   out = tmp_path / "emb"
-  run_processes(tu.REPO / "experiments" / "export_embeddings.py",
+  logs = run_processes(tu.REPO / "experiments" / "export_embeddings.py",
                 [f"--checkpoint={workdir}", f"--store={synthetic_store}", f"--output={out}",
                  "--batch_size=16"],
                 log_dir=tmp_path / "logs", num_processes=2, local_devices=2, timeout=600,
-                coordinator_flag="--coordinator_address")
+                launcher="slurm")
+  # One job of two processes, not two single-process jobs: only process 0 reports the index.
+  assert [("embeddings:" in log) for log in logs] == [True, False]
   both = emb_format.load_embeddings(out)
   assert both.recordings == es.recordings and len(both) == len(es)
   assert sorted(p.name for p in out.iterdir() if p.suffix == ".npz") == sorted(
