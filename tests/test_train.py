@@ -202,3 +202,26 @@ def test_time_split_is_disjoint_and_covers(sc_store):
   for p in parts:
     assert np.sum(np.diff(p) != 1) < 10
   json.dumps(plan.in_channels)
+  record = train.split_record(store, plan, tu.tiny_config(sc_store))
+  assert not record["parts"]["downstream"]["whole_recordings"]
+  with pytest.raises(ValueError, match="only part of its recordings"):
+    train.held_out_recordings(record)
+
+
+def test_run_writes_its_splits(synthetic_store, synthetic_run, tmp_path):
+  workdir, cfg, _ = synthetic_run
+  written = json.loads((workdir / train.SPLITS_FILE).read_text())
+  store = WindowStore(synthetic_store)
+  plan = train.plan_data(store, cfg)
+  assert written == json.loads(json.dumps(train.split_record(store, plan, cfg)))
+  parts = written["parts"]
+  assert sum(p["num_windows"] for p in parts.values()) == store.num_windows
+  assert sorted(r for p in parts.values() for r in p["recordings"]) == store.recording_ids
+  assert all(p["whole_recordings"] for p in parts.values())
+  np.testing.assert_array_equal(
+      store.indices_for_subjects(parts["downstream"]["subjects"]), plan.downstream)
+  assert train.held_out_recordings(written) == parts["downstream"]["recordings"]
+  # Found from a checkpoint path inside the run; recomputed for a run without splits.json.
+  assert train.run_splits(str(workdir / "best")) == written
+  (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
+  assert train.run_splits(str(tmp_path)) == written
