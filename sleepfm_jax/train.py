@@ -442,13 +442,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
     model = build_model(config, plan.in_channels, config.seed)
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
-  # Built inside jit with replicated out_shardings, so every process holds the same global arrays
-  # (a host-side device_put cannot address other processes' devices).
-  graphdef, abstract = nnx.split(nnx.eval_shape(make))
+  # Initialised eagerly from the seed (identical on every process; jit-compiling the random init
+  # of three encoders takes minutes on CPU), then laid out as replicated global arrays.
+  graphdef, state = nnx.split(make())
+  state = sharding.replicate(state, mesh)
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.data_sharding(mesh)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
-  state = jax.jit(lambda: nnx.state(make()), out_shardings=state_sharding)()
+  state_sharding = jax.tree.map(lambda _: replicated, state)
   train_step, eval_step = make_steps(graphdef, config, mesh, state_sharding, batch_sharding)
 
   # -- checkpoints --

@@ -179,6 +179,19 @@ def test_three_modalities_with_a_missing_one(synthetic_store, synthetic_run):
   assert len([k for k in summary["train"] if k.startswith("loss/")]) == 6  # 3 pairs x 2 directions
 
 
+def test_gradient_accumulation_updates_once_per_k_micro_batches(sc_store, tmp_path):
+  """grad_accum=2: each logged step consumes two micro-batches and applies one update."""
+  from sleepfm_jax import checkpointing  # pylint: disable=import-outside-toplevel
+
+  cfg = tu.tiny_config(sc_store, total_steps=2, eval_every=0, **{"optim.grad_accum": 2})
+  train.train(cfg, str(tmp_path))
+  assert sorted(tu.read_metrics(tmp_path)) == [1, 2]
+  state = json.loads((tmp_path / "checkpoints" / "2" / "data_iter" / "process_0-of-1.json")
+                     .read_text())
+  assert state["next_index"] == 4  # 2 steps x 2 micro-batches of 8 windows
+  assert checkpointing.load_meta(str(tmp_path / "checkpoints"))["step"] == 2
+
+
 def test_clear_errors(sc_store, tmp_path):
   with pytest.raises(ValueError, match=r"does not have.*Fpz-Cz"):
     train.train(tu.tiny_config(sc_store, **{"data.channels": {"bas": ["C3-M2"]}}), str(tmp_path))
