@@ -54,11 +54,8 @@ def main(argv):
       blas_threads=_BLAS_THREADS.value or None)
   results = baselines.spectral_baseline(
       _STORE.value, tuple(_TASK.value), recordings=recordings, channels=channels, config=config,
-      label_fractions=suite.fractions(_LABEL_FRACTIONS.value), name=_NAME.value,
+      label_fractions=suite.fractions(_LABEL_FRACTIONS.value), name=_NAME.value, meta=extra,
       log=logging.info)
-  for p in results.values():
-    if not isinstance(p, probes.Skipped):
-      p.meta.update(extra)
   path = baselines.save_results(_OUT.value, results, store=_STORE.value, recordings=recordings,
                                 **extra)
   print(path)

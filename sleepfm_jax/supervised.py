@@ -178,10 +178,10 @@ class Trainer:
       return jax.nn.softmax(logits, axis=-1)
 
     rep = self._replicated
-    # Built once, eagerly (compiling the initialisation would cost more than running it), and kept
-    # on the host: every fold starts from a copy, since the update donates its state.
+    # Built once, eagerly (compiling the random initialisation costs far more than running it on
+    # CPU, as in the trainer), and kept on the host: every fold starts from a replicated copy,
+    # since the update donates its state.
     self._initial = jax.device_get(nnx.state(make()))
-    self._state_sharding = state_sharding
     self._train_step = jax.jit(train_step,
                                in_shardings=(state_sharding, batch_sharding, rep, rep),
                                out_shardings=(state_sharding, None), donate_argnums=(0,))
@@ -214,7 +214,7 @@ class Trainer:
 
   def init(self):
     """A freshly initialised (model, optimizer) state (the same for every fold)."""
-    return jax.device_put(self._initial, self._state_sharding)
+    return sharding.replicate(self._initial, self.mesh)
 
   def step(self, state, batch: Mapping[str, np.ndarray], weights: np.ndarray,
            learning_rate: float):
@@ -366,12 +366,15 @@ def run(store: str, config: ml_collections.ConfigDict, tasks: Sequence[str] = ("
         channels: Mapping[str, Sequence[str]] | None = None,
         probe_config: probes.ProbeConfig = probes.ProbeConfig(),
         label_fractions: Sequence[float] = (1.0,), out_dir: str | os.PathLike | None = None,
-        name: str = "cnn", progress: bool = True, log=print
-        ) -> dict[tuple[str, float], Predictions | probes.Skipped]:
-  """`cross_validate` for each task and label fraction; writes the files when `out_dir` is set.
+        name: str = "cnn", meta: Mapping[str, Any] | None = None, progress: bool = True,
+        log=print) -> dict[tuple[str, float], Predictions | probes.Skipped]:
+  """`cross_validate` for each task and label fraction.
 
   Channels: `channels` if given (e.g. a pretrained checkpoint's), else `config.data.channels`,
-  else every montage channel of `config.data.modalities`.
+  else every montage channel of `config.data.modalities`. With `out_dir`, writes the predictions
+  files and `summary.json` (`baselines.save_results`) and per-fold metrics under
+  `<out_dir>/logs/<task>_<fraction>/fold_<f>/metrics.jsonl`. `meta` is added to every predictions
+  file's meta and to the summary.
   """
   store_obj = WindowStore(store)
   chosen = channels or (dict(config.data.channels) or None)
@@ -389,9 +392,12 @@ def run(store: str, config: ml_collections.ConfigDict, tasks: Sequence[str] = ("
                       len(probes.TASKS[task]))
     for f in label_fractions:
       log_dir = None if out_dir is None else pathlib.Path(out_dir) / "logs" / f"{task}_{f:g}"
-      results[(task, float(f))], _ = cross_validate(
+      pred, _ = cross_validate(
           store_obj, table, task, config, probe_config=probe_config, label_fraction=f,
           trainer=trainer, log_dir=log_dir, name=name, progress=progress, log=log)
+      pred.meta.update(meta or {})
+      results[(task, float(f))] = pred
   if out_dir is not None:
-    baselines.save_results(out_dir, results, store=str(store), config=config.to_dict())
+    baselines.save_results(out_dir, results, store=str(store), recordings=table.recordings,
+                           config=config.to_dict(), **(meta or {}))
   return results

@@ -215,7 +215,8 @@ def spectral_baseline(store: WindowStore | str | os.PathLike,
                       channels: Mapping[str, Sequence[str]] | None = None,
                       config: probes.ProbeConfig = probes.ProbeConfig(),
                       label_fractions: Sequence[float] = (1.0,), name: str = "spectral",
-                      chunk: int = 256, progress: bool = True, log=print
+                      meta: Mapping[str, Any] | None = None, chunk: int = 256,
+                      progress: bool = True, log=print
                       ) -> dict[tuple[str, float], Predictions | probes.Skipped]:
   """Spectral features → the probe protocol, per task and label fraction.
 
@@ -226,6 +227,7 @@ def spectral_baseline(store: WindowStore | str | os.PathLike,
     config: the probe protocol (folds, C grid, seed, gap, ...), as for the embedding probes.
     label_fractions: fractions of each outer training set's labels (`probes.label_subset`).
     name: the predictions' name (meta).
+    meta: added to every predictions file's meta (provenance, e.g. the run the split came from).
     chunk: windows per read.
     progress: tqdm bars.
     log: one-line messages.
@@ -254,7 +256,8 @@ def spectral_baseline(store: WindowStore | str | os.PathLike,
           table, res.index, task=task, classes=classes, y_true=res.y_true, y_prob=res.y_prob,
           fold=res.fold, unit=res.unit,
           meta={"name": name, "feature": "spectral", "label_fraction": float(f),
-                "scheme": res.scheme, **provenance(table, config), "probe": res.summary()})
+                "scheme": res.scheme, **provenance(table, config), "probe": res.summary(),
+                **(meta or {})})
       log(f"[{name}] {task}@{f:g}: {len(res.index)} windows, {len(res.folds)} folds "
           f"({res.seconds:.1f}s)" + ("" if res.converged else "  NOT CONVERGED"))
   return out
