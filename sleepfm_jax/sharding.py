@@ -101,6 +101,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, jax.P())
 
 
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Places host values, identical on every process, as replicated global arrays on `mesh`.
+
+  Works with several processes (where `jax.device_put` cannot address other processes' devices)
+  and for typed PRNG key arrays. Use it for parameters initialised eagerly from a shared seed: that
+  is much faster than compiling the initialiser under `jax.jit` on CPU (threefry unrolls).
+  """
+  sharding = replicated(mesh)
+
+  def put(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
+
+
 def data_axis_size(mesh: Mesh) -> int:
   """Number of batch shards (the size of the "data" axis)."""
   return mesh.shape[DATA_AXIS]

@@ -102,6 +102,77 @@ def plan_data(store: WindowStore, config: ml_collections.ConfigDict) -> DataPlan
   return plan
 
 
+SPLITS_FILE = "splits.json"
+
+
+def split_record(store: WindowStore, plan: DataPlan,
+                 config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What each split of a run holds, by recording and subject id (the run's `splits.json`).
+
+  Baselines and evaluations read it to work on exactly the windows pretraining never saw
+  (`run_splits`). A part's `whole_recordings` is False when it holds only some windows of a
+  recording (the "time" split).
+  """
+  cfg = config.data
+  out: dict[str, Any] = {
+      "store": os.path.abspath(str(store.path)), "split": cfg.split,
+      "split_seed": int(cfg.split_seed), "pretrain_fraction": float(cfg.pretrain_fraction),
+      "val_fraction": float(cfg.val_fraction), "modalities": list(plan.modalities),
+      "channels": {m: list(c) for m, c in plan.channels.items()}, "parts": {}}
+  for name in ("pretrain", "val", "downstream"):
+    idx = getattr(plan, name)
+    counts = np.bincount(store.recording_of(idx), minlength=len(store.recordings))
+    held = np.flatnonzero(counts)
+    out["parts"][name] = {
+        "recordings": [store.recording_ids[r] for r in held],
+        "subjects": sorted({store.recordings[r]["subject_id"] for r in held}),
+        "num_windows": int(len(idx)),
+        "whole_recordings": bool(all(counts[r] == int(store.recordings[r]["num_windows"])
+                                     for r in held))}
+  return out
+
+
+def _run_dir(path: str) -> str:
+  """The work directory of a run from it or a checkpoint path inside it (best/, checkpoints/N)."""
+  cand = os.path.abspath(path)
+  for _ in range(4):
+    if any(os.path.exists(os.path.join(cand, f)) for f in (SPLITS_FILE, "config.json")):
+      return cand
+    cand = os.path.dirname(cand)
+  raise FileNotFoundError(f"{path}: not inside a pretraining work directory (no {SPLITS_FILE} or "
+                          "config.json here or in the parent directories)")
+
+
+def run_splits(path: str, store: str | None = None) -> dict[str, Any]:
+  """The splits of a pretraining run: its `splits.json`, or recomputed from its `config.json`.
+
+  Args:
+    path: the run's work directory or a checkpoint location inside it.
+    store: the window store, if not at the path recorded in the run (recomputation only).
+  """
+  workdir = _run_dir(path)
+  file = os.path.join(workdir, SPLITS_FILE)
+  if os.path.exists(file):
+    with open(file) as f:
+      return json.load(f)
+  with open(os.path.join(workdir, "config.json")) as f:  # runs from before splits.json existed
+    config = ml_collections.ConfigDict(json.load(f)["config"])
+  store = WindowStore(store or config.data.store)
+  return split_record(store, plan_data(store, config), config)
+
+
+def held_out_recordings(splits_: Mapping[str, Any], part: str = "downstream") -> list[str]:
+  """Recording ids of a split part, refusing parts that hold only some windows of a recording."""
+  info = splits_["parts"][part]
+  if not info["recordings"]:
+    raise ValueError(f"the run's '{part}' split is empty")
+  if not info["whole_recordings"]:
+    raise ValueError(f"the run's '{part}' split holds only part of its recordings (split "
+                     f"'{splits_['split']}': time blocks within each night), but exports and "
+                     "baselines work on whole recordings; pass the recordings explicitly")
+  return list(info["recordings"])
+
+
 def _select(batch: Mapping[str, np.ndarray], plan: DataPlan) -> dict[str, np.ndarray]:
   """Host-side: keeps the used modalities/channels and derives per-window presence."""
   out = {}
@@ -371,13 +442,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
     model = build_model(config, plan.in_channels, config.seed)
     return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
-  # Built inside jit with replicated out_shardings, so every process holds the same global arrays
-  # (a host-side device_put cannot address other processes' devices).
-  graphdef, abstract = nnx.split(nnx.eval_shape(make))
+  # Initialised eagerly from the seed (identical on every process; jit-compiling the random init
+  # of three encoders takes minutes on CPU), then laid out as replicated global arrays.
+  graphdef, state = nnx.split(make())
+  state = sharding.replicate(state, mesh)
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.data_sharding(mesh)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
-  state = jax.jit(lambda: nnx.state(make()), out_shardings=state_sharding)()
+  state_sharding = jax.tree.map(lambda _: replicated, state)
   train_step, eval_step = make_steps(graphdef, config, mesh, state_sharding, batch_sharding)
 
   # -- checkpoints --
@@ -403,6 +474,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(meta, f, indent=2, default=str)
+    with open(os.path.join(workdir, SPLITS_FILE), "w") as f:
+      json.dump(split_record(store, plan, config), f, indent=2)
 
   def save(step, force=False):
     model_t, opt_t = _pure_trees(graphdef, state)

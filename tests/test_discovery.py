@@ -71,8 +71,8 @@ def test_pairing_rules(tmp_path):
       ("other/sub-003_night-1.edf",
        f"duplicate recording id 'sub-003_night-1' (also {tmp_path}/sub-003_night-1.edf)"),
       ("sub-003_night-2.tsv",
-       f"not used: {tmp_path}/sub-003_night-2-annotations.edf was preferred for "
-       f"{tmp_path}/sub-003_night-2.edf"),
+       f"alternate annotation file not used: {tmp_path}/sub-003_night-2-annotations.edf was "
+       f"preferred for {tmp_path}/sub-003_night-2.edf"),
   ]
 
   specs, unpaired = discover([tmp_path / "SC4012E0-PSG.edf", tmp_path / "rec1"],

@@ -30,7 +30,8 @@ def test_sc4001_end_to_end(sc4001_store):
   assert np.load(shard / "bas.npy", mmap_mode="r").shape == (2650, 4, 7680)
   assert np.load(shard / "ecg.npy", mmap_mode="r").shape == (2650, 0, 7680)
   assert np.load(shard / "resp.npy", mmap_mode="r").shape == (2650, 1, 7680)
-  assert report["files"] == {"total": 1, "ok": 1, "skipped": 0, "unpaired": 0}
+  assert report["files"] == {"total": 1, "ok": 1, "skipped": 0, "unpaired": 0,
+                             "alternate_annotations": 0}
   assert report["stage_counts"] == {"W": 1997, "N1": 58, "N2": 250, "N3": 220, "REM": 125}
   assert report["excluded"] == {pp.CROPPED: 230}
   rec = report["recordings"][0]

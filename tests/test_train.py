@@ -179,6 +179,19 @@ def test_three_modalities_with_a_missing_one(synthetic_store, synthetic_run):
   assert len([k for k in summary["train"] if k.startswith("loss/")]) == 6  # 3 pairs x 2 directions
 
 
+def test_gradient_accumulation_updates_once_per_k_micro_batches(sc_store, tmp_path):
+  """grad_accum=2: each logged step consumes two micro-batches and applies one update."""
+  from sleepfm_jax import checkpointing  # pylint: disable=import-outside-toplevel
+
+  cfg = tu.tiny_config(sc_store, total_steps=2, eval_every=0, **{"optim.grad_accum": 2})
+  train.train(cfg, str(tmp_path))
+  assert sorted(tu.read_metrics(tmp_path)) == [1, 2]
+  state = json.loads((tmp_path / "checkpoints" / "2" / "data_iter" / "process_0-of-1.json")
+                     .read_text())
+  assert state["next_index"] == 4  # 2 steps x 2 micro-batches of 8 windows
+  assert checkpointing.load_meta(str(tmp_path / "checkpoints"))["step"] == 2
+
+
 def test_clear_errors(sc_store, tmp_path):
   with pytest.raises(ValueError, match=r"does not have.*Fpz-Cz"):
     train.train(tu.tiny_config(sc_store, **{"data.channels": {"bas": ["C3-M2"]}}), str(tmp_path))
@@ -202,3 +215,26 @@ def test_time_split_is_disjoint_and_covers(sc_store):
   for p in parts:
     assert np.sum(np.diff(p) != 1) < 10
   json.dumps(plan.in_channels)
+  record = train.split_record(store, plan, tu.tiny_config(sc_store))
+  assert not record["parts"]["downstream"]["whole_recordings"]
+  with pytest.raises(ValueError, match="only part of its recordings"):
+    train.held_out_recordings(record)
+
+
+def test_run_writes_its_splits(synthetic_store, synthetic_run, tmp_path):
+  workdir, cfg, _ = synthetic_run
+  written = json.loads((workdir / train.SPLITS_FILE).read_text())
+  store = WindowStore(synthetic_store)
+  plan = train.plan_data(store, cfg)
+  assert written == json.loads(json.dumps(train.split_record(store, plan, cfg)))
+  parts = written["parts"]
+  assert sum(p["num_windows"] for p in parts.values()) == store.num_windows
+  assert sorted(r for p in parts.values() for r in p["recordings"]) == store.recording_ids
+  assert all(p["whole_recordings"] for p in parts.values())
+  np.testing.assert_array_equal(
+      store.indices_for_subjects(parts["downstream"]["subjects"]), plan.downstream)
+  assert train.held_out_recordings(written) == parts["downstream"]["recordings"]
+  # Found from a checkpoint path inside the run; recomputed for a run without splits.json.
+  assert train.run_splits(str(workdir / "best")) == written
+  (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
+  assert train.run_splits(str(tmp_path)) == written

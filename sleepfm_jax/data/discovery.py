@@ -27,6 +27,10 @@ from collections.abc import Iterable
 
 from sleepfm_jax.data.errors import PSGError
 
+# Reason given for an annotation file left unused because another file of the same recording (e.g.
+# the EDF+ copy of a CSV) was preferred: reported, but not a pairing failure.
+ALTERNATE = "alternate annotation file not used:"
+
 
 @dataclasses.dataclass(frozen=True)
 class RecordingSpec:
@@ -237,7 +241,7 @@ def discover(
     candidates = [c for c in pairs[sig] if c not in used]
     ann = candidates[0] if candidates else None
     for other in candidates[1:]:
-      used[other] = f"not used: {ann} was preferred for {sig}"
+      used[other] = f"{ALTERNATE} {ann} was preferred for {sig}"
     if ann is None and require_annotations:
       unpaired.append((str(sig), "no annotation file found"))
       continue

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from sleepfm_jax.data import annotations as ann_lib
+from sleepfm_jax.data import discovery
 from sleepfm_jax.data import signal as sig
 from sleepfm_jax.data import windowing
 from sleepfm_jax.data.channels import MODALITIES, MONTAGES, Montage, harmonise
-from sleepfm_jax.data.discovery import RecordingSpec
 from sleepfm_jax.data.errors import PSGError
 from sleepfm_jax.data.recording import open_recording
 from sleepfm_jax.data.store import FLOAT16_MAX, StoreWriter
@@ -163,7 +163,7 @@ def _plan(rec, ann, cfg: PreprocessConfig):
   return epochs, seg_of[epochs], excluded
 
 
-def _annotations(spec: RecordingSpec, rec, cfg: PreprocessConfig, notes: list[str]):
+def _annotations(spec: discovery.RecordingSpec, rec, cfg: PreprocessConfig, notes: list[str]):
   if spec.annotation_path:
     ann = ann_lib.read_annotations(spec.annotation_path, epoch_len=cfg.window_seconds)
   else:
@@ -180,7 +180,7 @@ def _annotations(spec: RecordingSpec, rec, cfg: PreprocessConfig, notes: list[st
   return ann
 
 
-def process_recording(spec: RecordingSpec, cfg: PreprocessConfig, writer: StoreWriter) -> dict:
+def process_recording(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writer: StoreWriter) -> dict:
   """Preprocesses one recording into `writer`'s store; returns its report entry.
 
   Raises:
@@ -404,7 +404,7 @@ def _raw_blocks(x, fs, seg_start, ann, sel, lo, hi, window_s, block=256):
       yield sl, x[lo[sl, None] + np.arange(width)]
 
 
-def _run_one(spec: RecordingSpec, cfg: PreprocessConfig, writer: StoreWriter) -> dict:
+def _run_one(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writer: StoreWriter) -> dict:
   """`process_recording` that never raises: failures become a "skipped" report entry."""
   try:
     return process_recording(spec, cfg, writer)
@@ -418,7 +418,7 @@ def _run_one(spec: RecordingSpec, cfg: PreprocessConfig, writer: StoreWriter) ->
 
 
 def preprocess(
-    specs: Sequence[RecordingSpec],
+    specs: Sequence[discovery.RecordingSpec],
     out_dir: str | os.PathLike,
     config: PreprocessConfig | Mapping[str, Any] | None = None,
     *,
@@ -520,7 +520,9 @@ def summarise(results: Sequence[dict], cfg: PreprocessConfig, unpaired=(), elaps
       "output": output,
       "config": cfg.to_dict(),
       "files": {"total": len(results), "ok": len(ok), "skipped": len(skipped),
-                "unpaired": len(unpaired)},
+                "unpaired": sum(not why.startswith(discovery.ALTERNATE) for _, why in unpaired),
+                "alternate_annotations": sum(why.startswith(discovery.ALTERNATE)
+                                             for _, why in unpaired)},
       "windows": int(sum(r["windows"] for r in ok)),
       "hours": round(sum(r["hours"] for r in ok), 4),
       "elapsed_s": round(elapsed, 3),
@@ -556,5 +558,9 @@ def format_summary(report: Mapping[str, Any]) -> str:
   for s in report["skipped"]:
     lines.append(f"skipped {s['recording_id']}: {s['reason']}")
   for u in report["unpaired"]:
-    lines.append(f"unpaired {u['path']}: {u['reason']}")
+    if not u["reason"].startswith(discovery.ALTERNATE):
+      lines.append(f"unpaired {u['path']}: {u['reason']}")
+  if f.get("alternate_annotations"):
+    lines.append(f"{f['alternate_annotations']} alternate annotation file(s) not used: another "
+                 "file of the same recording's annotations was preferred (listed in report.json)")
   return "\n".join(lines)

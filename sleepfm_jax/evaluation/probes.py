@@ -159,6 +159,53 @@ def label_subset(indices: np.ndarray, y: np.ndarray, fraction: float, seed: int)
   return np.sort(np.concatenate(keep))
 
 
+@dataclasses.dataclass(frozen=True)
+class OuterFolds:
+  """The outer folds of the probe protocol over the labelled windows of one task.
+
+  The single definition of "which windows train and test each outer fold" shared by the probes
+  and the baselines (`evaluation.baselines`, `sleepfm_jax.supervised`), so that every model is
+  compared on the same folds and, at a label fraction, trained on the same labelled windows.
+
+  Attributes:
+    index: [m] rows (of the arrays given to `outer_folds`) of the labelled windows, in order.
+    y: [m] their class index; subjects: [m] their subject id (str).
+    scheme: "subject" (grouped K-fold) or "time-block" (a single subject).
+    units: [m] bootstrap resampling unit per labelled window.
+    folds: (train, test) position arrays into 0..m-1; train is already reduced to the label
+      fraction (`label_subset` with seed `config.seed * 1000 + fold`); test sets are complete and
+      partition 0..m-1.
+    label_fraction: the fraction the training sets were reduced to.
+  """
+
+  index: np.ndarray
+  y: np.ndarray
+  subjects: np.ndarray
+  scheme: str
+  units: np.ndarray
+  folds: list[splits.Fold]
+  label_fraction: float
+
+
+def outer_folds(y: np.ndarray, subjects: Sequence, config: ProbeConfig = ProbeConfig(),
+                label_fraction: float = 1.0) -> OuterFolds:
+  """Outer folds of the probe protocol for labels `y` (-1 = not used) and per-window subjects.
+
+  Rows must be in the order of an `EmbeddingSet` (recordings in index order, windows in time
+  order): the time-blocked scheme and the label subsets depend on it.
+  """
+  y = np.asarray(y, np.int64)
+  subjects = np.asarray(subjects).astype(str)
+  lab = np.nonzero(y >= 0)[0]
+  yl, sl = y[lab], subjects[lab]
+  plan = splits.plan_splits(sl, config.outer_folds, y=yl, seed=config.seed, gap=config.gap,
+                            block=config.block)
+  folds = [(label_subset(train, yl, label_fraction, seed=config.seed * 1000 + f), test)
+           for f, (train, test) in enumerate(plan.folds)]
+  return OuterFolds(index=lab, y=yl, subjects=sl, scheme=plan.scheme, units=plan.units,
+                    folds=folds, label_fraction=float(label_fraction))
+
+
 def _full_proba(model: LogisticRegression, x: np.ndarray, k: int) -> np.ndarray:
   """Probabilities over all k classes (zero for classes absent from the training data)."""
   out = np.zeros((len(x), k))
@@ -246,13 +293,10 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
   """
   t0 = time.time()
   x = np.asarray(x)
-  y = np.asarray(y, np.int64)
-  subjects = np.asarray(subjects).astype(str)
   k = len(classes)
-  lab = np.nonzero(y >= 0)[0]
-  xl, yl, sl = x[lab], y[lab], subjects[lab]
-  plan = splits.plan_splits(sl, config.outer_folds, y=yl, seed=config.seed, gap=config.gap,
-                            block=config.block)
+  plan = outer_folds(y, subjects, config, label_fraction)
+  lab, yl, sl = plan.index, plan.y, plan.subjects
+  xl = x[lab]
   fitter = _Fitter(config)
   prob = np.full((len(lab), k), np.nan)
   fold_of = np.full(len(lab), -1, np.int32)
@@ -263,7 +307,6 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
 
     folds = tqdm(folds, desc=f"{task}/{feature}@{label_fraction:g}", leave=False)
   for f, (train, test) in enumerate(folds):
-    train = label_subset(train, yl, label_fraction, seed=config.seed * 1000 + f)
     info: dict[str, Any] = {"fold": f, "n_train": int(len(train)), "n_test": int(len(test)),
                             "n_train_subjects": int(len(np.unique(sl[train]))),
                             "n_test_subjects": int(len(np.unique(sl[test])))}
