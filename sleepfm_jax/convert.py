@@ -28,7 +28,7 @@ weights `[out, in]` become `[in, out]`; BN `weight/bias/running_mean/running_var
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -244,3 +244,60 @@ def sleepfm_from_original_checkpoint(path: str | os.PathLike, *, rngs: nnx.Rngs,
   ckpt = load_original_checkpoint(path)
   model = SleepFM(ckpt["in_channels"], rngs=rngs, **encoder_kwargs)
   return load_torch_weights(model, ckpt)
+
+
+def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathLike, *,
+                                 config: Any, preprocessing: Mapping[str, Any],
+                                 channels: Mapping[str, Sequence[str]] | None = None,
+                                 step: int | None = None) -> str:
+  """Converts an original SleepFM `.pt` file into a checkpoint that `export`/`embed` can load.
+
+  Args:
+    path: the original `.pt` file (read with `weights_only=True`).
+    output: directory of the new checkpoint (an Orbax `CheckpointManager` directory).
+    config: the pretraining config describing the encoders (`configs/pretrain.py:paper` for the
+      original's architecture); its `model` and `loss` settings are stored in the meta.
+    preprocessing: a `PreprocessConfig.to_dict()` saying how windows must be prepared for these
+      weights (paper: montage "paper", 256 Hz, 30 s, no normalisation).
+    channels: input channel names per modality, in the encoders' channel order; default the
+      preprocessing montage's channels. Their count must equal the checkpoint's in-channels.
+    step: the step recorded (default: the checkpoint's epoch, else 0).
+
+  Returns:
+    The written step directory.
+  Raises:
+    ValueError: shapes or channel counts that do not match, naming the modality and key.
+  """
+  from sleepfm_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.data.preprocess import PreprocessConfig  # pylint: disable=import-outside-toplevel
+
+  ckpt = load_original_checkpoint(path)
+  prep = PreprocessConfig.from_dict(dict(preprocessing))
+  montage = prep.get_montage()
+  channels = {m: tuple(channels[m]) if channels and m in channels else montage.channels(m)
+              for m in ckpt["in_channels"]}
+  for m, n in ckpt["in_channels"].items():
+    if len(channels[m]) != n:
+      raise ValueError(f"{path}: encoder '{m}' takes {n} input channels, but {len(channels[m])} "
+                       f"channel names were given for it: {list(channels[m])}")
+    unknown = [c for c in channels[m] if c not in montage.channels(m)]
+    if unknown:
+      raise ValueError(f"{path}: channels {unknown} of '{m}' are not in the montage "
+                       f"{montage.to_dict()[m]}")
+  m = config.model
+  model = SleepFM(ckpt["in_channels"], embed_dim=m.embed_dim, widths=tuple(m.widths),
+                  depths=tuple(m.depths), head_width=m.head_width, dropout=m.dropout,
+                  rngs=nnx.Rngs(0))
+  load_torch_weights(model, ckpt)  # refuses mismatched shapes, missing or unexpected keys
+  pure = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState)))
+  samples = int(round(prep.sample_rate * prep.window_seconds))
+  meta = {"config": config.to_dict(), "in_channels": dict(ckpt["in_channels"]),
+          "channels": {k: list(v) for k, v in channels.items()},
+          "modalities": list(ckpt["in_channels"]), "sample_rate": int(prep.sample_rate),
+          "samples": samples, "montage": montage.to_dict(), "preprocessing": prep.to_dict(),
+          "window_seconds": float(prep.window_seconds),
+          "converted_from": {"path": os.path.abspath(os.fspath(path)),
+                             "temperature": ckpt["temperature"], "epoch": ckpt["epoch"],
+                             "best_loss": ckpt["best_loss"], "loss": ckpt["loss"]}}
+  step = step if step is not None else (ckpt["epoch"] or 0)
+  return checkpointing.save_model_checkpoint(os.fspath(output), step, pure, meta)

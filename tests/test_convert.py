@@ -226,3 +226,58 @@ def test_package_imports_without_torch():
                        timeout=120, check=False)
   assert res.returncode == 0, res.stderr
   assert "pip install torch" in res.stdout
+
+
+def _original_models():
+  return {"respiratory": _torch_model(3, 1, **SMALL), "sleep_stages": _torch_model(5, 2, **SMALL),
+          "ekg": _torch_model(1, 3, **SMALL)}
+
+
+def test_converted_checkpoint_embeds_like_pytorch(tmp_path):
+  """Original .pt -> Orbax checkpoint -> export's Embedder: the PyTorch embeddings, per modality."""
+  from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
+  from experiments.configs import preprocess as preprocess_configs  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax import checkpointing, export  # pylint: disable=import-outside-toplevel
+
+  models = _original_models()
+  _save_original_style_checkpoint(tmp_path / "best.pt", models, 0.5)
+  config = pretrain_configs.get_config("paper")
+  config.model.update(widths=SMALL["widths"], depths=SMALL["depths"],
+                      head_width=SMALL["head_width"], embed_dim=SMALL["embed_dim"])
+  prep = preprocess_configs.get_config("paper").to_dict()
+  out = convert.original_checkpoint_to_orbax(tmp_path / "best.pt", tmp_path / "converted",
+                                             config=config, preprocessing=prep)
+  assert out.endswith("/3")  # the original's epoch
+  meta = checkpointing.load_meta(str(tmp_path / "converted"))
+  assert meta["channels"] == {"bas": ["C3-M2", "C4-M1", "O1-M2", "O2-M1", "E1-M2"],
+                              "ecg": ["ECG"], "resp": ["Thorax", "SpO2", "Abdomen"]}
+  assert meta["sample_rate"] == 256 and meta["preprocessing"]["normalise"] == "none"
+  assert meta["converted_from"]["temperature"] == pytest.approx(0.5, abs=0.01)
+
+  embedder = export.load_embedder(str(tmp_path / "converted"), batch_size=4, devices=jax.devices()[:1])
+  rng = np.random.default_rng(1)
+  batch = {"valid": np.array([True, True, True, False])}
+  for m, n in (("bas", 5), ("ecg", 1), ("resp", 3)):
+    batch[m] = (rng.normal(size=(4, n, 512)) * 20).astype(np.float32)
+    batch[f"mask_{m}"] = np.ones((4, n), bool)
+  emb, present = embedder.embed_batch(batch, {m: np.arange(n) for m, n in (("bas", 5), ("ecg", 1),
+                                                                             ("resp", 3))})
+  for modality, key in (("bas", "sleep_stages"), ("ecg", "ekg"), ("resp", "respiratory")):
+    assert emb[modality].shape == (3, SMALL["embed_dim"]) and present[modality].all()
+    want = _torch_forward(models[key], batch[modality][:3])
+    np.testing.assert_allclose(emb[modality], want, rtol=1e-4, atol=1e-5, err_msg=modality)
+
+  with pytest.raises(ValueError, match="encoder 'resp' takes 3 input channels"):
+    convert.original_checkpoint_to_orbax(tmp_path / "best.pt", tmp_path / "bad", config=config,
+                                         preprocessing=prep, channels={"resp": ["Thorax"]})
+
+
+def test_convert_cli_refuses_an_architecture_mismatch(tmp_path):
+  """The CLI's default config is the paper's architecture; a smaller network is refused clearly."""
+  _save_original_style_checkpoint(tmp_path / "best.pt", _original_models(), 0.1)
+  proc = subprocess.run(
+      [sys.executable, str(REPO / "experiments" / "convert_torch_checkpoint.py"),
+       f"--input={tmp_path / 'best.pt'}", f"--output={tmp_path / 'out'}"],
+      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  assert proc.returncode != 0
+  assert "shape" in proc.stderr and not (tmp_path / "out").exists(), proc.stderr[-2000:]

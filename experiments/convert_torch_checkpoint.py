@@ -1,0 +1,56 @@
+r"""Converts an original SleepFM (PyTorch) checkpoint into this project's Orbax checkpoint.
+
+  python experiments/convert_torch_checkpoint.py --input=/path/to/best.pt \
+      --output=runs/converted/sleepfm_original
+  # then, as for any checkpoint of this project:
+  python experiments/export_embeddings.py --checkpoint=runs/converted/sleepfm_original \
+      --input=/data/my_psg --output=runs/converted/embeddings
+
+The `.pt` file (`respiratory_state_dict`, `sleep_stages_state_dict`, `ekg_state_dict`,
+`temperature`; `module.` prefixes from DataParallel are stripped) is read with
+`torch.load(weights_only=True)`, so no pickled code runs. Shapes must match the encoders built from
+`--config` (the original architecture: `configs/pretrain.py:paper`); a mismatch is refused naming
+the modality and key. The checkpoint's meta records how new recordings must be preprocessed for
+these weights (`--preprocess_config`, default the original's: montage "paper", 256 Hz, 30-s
+windows, raw physical units), so `export_embeddings.py --input=...` and `sleepfm_jax.embed`
+prepare EDF files the way the original was trained. Needs PyTorch (`pip install torch==2.13.0`).
+"""
+
+import sys
+import pathlib
+
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+_INPUT = flags.DEFINE_string("input", None, "Original SleepFM .pt checkpoint.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Directory of the new checkpoint.", required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/pretrain.py:paper", "Pretraining config of the encoders.")
+_PREP = config_flags.DEFINE_config_file(
+    "preprocess_config", "experiments/configs/preprocess.py:paper",
+    "How windows are prepared for these weights (montage, rate, normalisation).")
+_CHANNELS = flags.DEFINE_multi_string(
+    "channels", None, "MODALITY=CH1,CH2,... input channel names in the encoder's order "
+    "(default: the montage's channels), e.g. --channels=resp=Thorax,SpO2,Abdomen.")
+
+
+def main(argv):
+  del argv
+  from sleepfm_jax import convert  # pylint: disable=import-outside-toplevel
+
+  channels = {}
+  for item in _CHANNELS.value or ():
+    modality, _, names = item.partition("=")
+    if not names:
+      raise app.UsageError(f"--channels expects MODALITY=CH1,CH2,...; got {item!r}")
+    channels[modality.strip()] = [c.strip() for c in names.split(",")]
+  path = convert.original_checkpoint_to_orbax(
+      _INPUT.value, _OUTPUT.value, config=_CONFIG.value, preprocessing=_PREP.value.to_dict(),
+      channels=channels or None)
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
