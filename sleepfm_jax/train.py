@@ -260,6 +260,22 @@ def make_optimizer(config: ml_collections.ConfigDict,
 # ----------------------------------------------------------------------------------------------
 
 
+def init_state(config: ml_collections.ConfigDict, in_channels: Mapping[str, int],
+               mesh: jax.sharding.Mesh, tx: optax.GradientTransformation):
+  """The model and its optimizer as replicated global arrays over `mesh`.
+
+  Returns `(graphdef, state, state_sharding)`; `state` is `nnx.state((model, optimizer))`, the
+  argument `make_steps`' train step takes (and donates). Initialised eagerly from the seed
+  (identical on every process; jit-compiling the random init of three encoders takes minutes on
+  CPU), then laid out as replicated global arrays.
+  """
+  model = build_model(config, in_channels, config.seed)
+  graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+  state = sharding.replicate(state, mesh)
+  replicated = sharding.replicated(mesh)
+  return graphdef, state, jax.tree.map(lambda _: replicated, state)
+
+
 def contrastive_loss(model: SleepFM, batch: Mapping[str, jax.Array], *, mode: str,
                      renormalise: bool, mesh: jax.sharding.Mesh, train: bool):
   embs = model({m: batch[m] for m in model.modalities}, train=train)
@@ -438,17 +454,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   schedule = make_schedule(config, steps_per_epoch, total_steps)
   tx = make_optimizer(config, schedule)
 
-  def make():
-    model = build_model(config, plan.in_channels, config.seed)
-    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-  # Initialised eagerly from the seed (identical on every process; jit-compiling the random init
-  # of three encoders takes minutes on CPU), then laid out as replicated global arrays.
-  graphdef, state = nnx.split(make())
-  state = sharding.replicate(state, mesh)
-  replicated = sharding.replicated(mesh)
+  graphdef, state, state_sharding = init_state(config, plan.in_channels, mesh, tx)
   batch_sharding = sharding.data_sharding(mesh)
-  state_sharding = jax.tree.map(lambda _: replicated, state)
   train_step, eval_step = make_steps(graphdef, config, mesh, state_sharding, batch_sharding)
 
   # -- checkpoints --
