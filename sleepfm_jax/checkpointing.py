@@ -132,14 +132,15 @@ def find_checkpoint(path: str) -> tuple[str, int]:
   """Resolves a user-given checkpoint path to (manager directory, step).
 
   Accepts a work directory (uses ``best/`` if present, else the latest step of ``checkpoints/``),
-  a manager directory (``.../checkpoints`` or ``.../best``), or a step directory (``.../123``).
+  a manager directory (``.../checkpoints``, ``.../best``, or any directory of step directories,
+  e.g. a converted checkpoint), or a step directory (``.../123``).
   """
   path = os.path.abspath(path)
   base = os.path.basename(path.rstrip("/"))
   if base.isdigit() and os.path.isdir(os.path.join(path, "model")):
     return os.path.dirname(path), int(base)
   candidates = [path] if os.path.basename(path) in ("best", "checkpoints") else [
-      os.path.join(path, "best"), os.path.join(path, "checkpoints")]
+      os.path.join(path, "best"), os.path.join(path, "checkpoints"), path]
   for cand in candidates:
     if os.path.isdir(cand):
       steps = sorted(int(d) for d in os.listdir(cand)
