@@ -535,6 +535,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   if step > start:
     save(step, force=True)
   ckpt.close()
+  if hasattr(data_iter, "close"):  # stop Grain's reader threads now, not at interpreter exit
+    data_iter.close()
   log.flush()
   summary["final_step"] = step
   if is_main:
