@@ -14,7 +14,7 @@ r"""The main job end to end on the bundled default data (README, first command).
    cross-modal retrieval, and write a report (markdown + JSON + PNG).
 
 Everything lands under --workdir; re-running reuses finished steps (delete the folder to start over).
-Defaults take about 15-20 minutes on 2 CPU cores; --quick runs a much smaller version.
+Defaults take an estimated 20-30 minutes on 2 CPU cores; --quick runs a much smaller version.
 """
 
 from __future__ import annotations
