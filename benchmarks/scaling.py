@@ -73,7 +73,6 @@ def loss_scaling(batches, modes, dim: int, rounds: int) -> dict:
 
 def weak_scaling(device_counts, per_device_batch: int, samples: int, rounds: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
 
   from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
 
@@ -97,7 +96,6 @@ def weak_scaling(device_counts, per_device_batch: int, samples: int, rounds: int
           f"{entry['median_s'] * 1e3:.0f} ms/step", flush=True)
     del step
     jax.clear_caches()
-  del np
   return out
 
 

@@ -52,7 +52,7 @@ def main(argv):
                       manifest=_MANIFEST.value, workers=_WORKERS.value)
     print(f"embedded {len(es)} windows of {len(es.recordings)} recording(s) into "
           f"{_OUTPUT.value}/embeddings (store: {_OUTPUT.value}/store)")
-  sharding.shutdown_distributed()
+  jax.distributed.shutdown()  # leave the job now, not from an exit handler (no-op if none)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def main(argv):
   summary = train.train(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
   if jax.process_index() == 0:
     print({k: v for k, v in summary.items() if k in ("final_step", "train", "val")})
-  sharding.shutdown_distributed()
+  jax.distributed.shutdown()  # leave the job now, not from an exit handler (no-op if none)
 
 
 if __name__ == "__main__":

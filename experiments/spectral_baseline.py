@@ -45,9 +45,7 @@ def main(argv):
   if _SPLIT_FROM.value:
     from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
 
-    split = train.run_splits(_SPLIT_FROM.value, store=_STORE.value)
-    recordings, channels = train.held_out_recordings(split), split["channels"]
-    extra = {"split_from_checkpoint": _SPLIT_FROM.value, "split_part": "downstream"}
+    recordings, channels, extra = train.downstream_selection(_SPLIT_FROM.value, _STORE.value)
   config = probes.ProbeConfig(
       c_grid=tuple(float(c) for c in _C_GRID.value), max_iter=_MAX_ITER.value,
       outer_folds=_FOLDS.value, inner_folds=_INNER_FOLDS.value, gap=_GAP.value, seed=_SEED.value,

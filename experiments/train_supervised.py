@@ -50,9 +50,7 @@ def main(argv):
 
   recordings, channels, extra = _RECORDINGS.value, None, {}
   if _SPLIT_FROM.value:
-    split = train.run_splits(_SPLIT_FROM.value, store=_STORE.value)
-    recordings, channels = train.held_out_recordings(split), split["channels"]
-    extra = {"split_from_checkpoint": _SPLIT_FROM.value, "split_part": "downstream"}
+    recordings, channels, extra = train.downstream_selection(_SPLIT_FROM.value, _STORE.value)
   logging.info("devices: %s", jax.devices())
   supervised.run(
       _STORE.value, _CONFIG.value, tuple(_TASK.value), recordings=recordings, channels=channels,

@@ -268,7 +268,7 @@ def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathL
   Raises:
     ValueError: shapes or channel counts that do not match, naming the modality and key.
   """
-  from sleepfm_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax import checkpointing, train  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.preprocess import PreprocessConfig  # pylint: disable=import-outside-toplevel
 
   ckpt = load_original_checkpoint(path)
@@ -284,10 +284,7 @@ def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathL
     if unknown:
       raise ValueError(f"{path}: channels {unknown} of '{m}' are not in the montage "
                        f"{montage.to_dict()[m]}")
-  m = config.model
-  model = SleepFM(ckpt["in_channels"], embed_dim=m.embed_dim, widths=tuple(m.widths),
-                  depths=tuple(m.depths), head_width=m.head_width, dropout=m.dropout,
-                  rngs=nnx.Rngs(0))
+  model = train.build_model(config, ckpt["in_channels"], seed=0)
   load_torch_weights(model, ckpt)  # refuses mismatched shapes, missing or unexpected keys
   pure = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState)))
   samples = int(round(prep.sample_rate * prep.window_seconds))

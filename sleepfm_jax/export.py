@@ -33,12 +33,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from sleepfm_jax import checkpointing, sharding
+from sleepfm_jax import checkpointing, sharding, train
 from sleepfm_jax.data import pipeline
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import embeddings as emb_format
@@ -120,12 +119,8 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
     raise ValueError(f"batch_size {batch_size} is not a multiple of the {len(devices)} devices")
   mesh = sharding.make_mesh(devices=devices)
 
-  def build():
-    m = config.model
-    return SleepFM(in_channels, embed_dim=m.embed_dim, widths=tuple(m.widths),
-                   depths=tuple(m.depths), head_width=m.head_width, dropout=m.dropout,
-                   dtype=jnp.dtype(m.dtype), temperature_init=config.loss.temperature_init,
-                   rngs=nnx.Rngs(0))
+  def build():  # weights and BN statistics come from the checkpoint; the seed is irrelevant
+    return train.build_model(config, in_channels, seed=0)
 
   abstract = nnx.eval_shape(build)
   weights = nnx.state(abstract, nnx.Not(nnx.RngState))

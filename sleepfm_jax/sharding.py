@@ -54,15 +54,6 @@ def initialize_distributed(
   return True
 
 
-def shutdown_distributed() -> None:
-  """Leaves the `jax.distributed` job, if one was joined; call it when a process's work is done.
-
-  JAX would otherwise shut down from an exit handler, after the interpreter has joined leftover
-  threads; a process slow to get there makes the others' shutdown barrier time out.
-  """
-  jax.distributed.shutdown()  # a no-op when no job was joined
-
-
 def make_mesh(
     data: int | None = None,
     model: int = 1,

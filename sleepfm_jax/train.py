@@ -161,6 +161,18 @@ def run_splits(path: str, store: str | None = None) -> dict[str, Any]:
   return split_record(store, plan_data(store, config), config)
 
 
+def downstream_selection(path: str, store: str | None = None
+                         ) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+  """What a run held out for downstream use: (recording ids, the encoders' channels, provenance).
+
+  The provenance dict (`split_from_checkpoint`, `split_part`) goes into the meta of whatever is
+  computed on those recordings (baseline predictions, summaries).
+  """
+  split = run_splits(path, store=store)
+  return (held_out_recordings(split), split["channels"],
+          {"split_from_checkpoint": path, "split_part": "downstream"})
+
+
 def held_out_recordings(splits_: Mapping[str, Any], part: str = "downstream") -> list[str]:
   """Recording ids of a split part, refusing parts that hold only some windows of a recording."""
   info = splits_["parts"][part]
