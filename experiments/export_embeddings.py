@@ -7,6 +7,10 @@ r"""Exports per-window embeddings from a pretrained checkpoint.
   python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo \
       --input=/data/my_psg --output=runs/my_psg_embeddings
 
+  # control: the same architecture and channels with random weights (what did pretraining add?)
+  python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo --untrained_seed=0 \
+      --store=runs/demo/stores/synthetic --output=runs/demo/embeddings_untrained
+
 Output: one .npz per recording plus index.json (format v1, docs/evaluation.md).
 """
 
@@ -20,6 +24,9 @@ _MANIFEST = flags.DEFINE_string("manifest", None, "Optional manifest CSV for --i
 _OUTPUT = flags.DEFINE_string("output", None, "Output directory.", required=True)
 _RECORDINGS = flags.DEFINE_list("recordings", None, "Only these recording ids (with --store).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Windows per forward pass.")
+_UNTRAINED = flags.DEFINE_integer(
+    "untrained_seed", None, "Control: embed with the checkpoint's architecture and channels but "
+    "freshly initialised weights from this seed (nothing restored; with --store).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Preprocessing processes (with --input).")
 _COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator HOST:PORT.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (jax.distributed).")
@@ -42,8 +49,14 @@ def main(argv):
   sharding.initialize_distributed(_COORD.value, _NPROC.value, _PID.value, auto=_DISTRIBUTED.value)
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
+  if _UNTRAINED.value is not None and not _STORE.value:
+    raise app.UsageError("--untrained_seed works with --store")
   if _STORE.value:
-    index = export.export_store(_CKPT.value, _STORE.value, _OUTPUT.value,
+    source = _CKPT.value
+    if _UNTRAINED.value is not None:
+      source = export.untrained_embedder(_CKPT.value, seed=_UNTRAINED.value,
+                                         batch_size=_BATCH.value)
+    index = export.export_store(source, _STORE.value, _OUTPUT.value,
                                 recordings=_RECORDINGS.value, batch_size=_BATCH.value)
     if jax.process_index() == 0:
       print(f"embeddings: {index}")

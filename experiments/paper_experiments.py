@@ -12,8 +12,8 @@ encoders with each contrastive loss (--modes), export the held-out recordings (s
 downstream subjects no pretraining run saw; SC4001: the whole night, the only one there is —
 pretraining used none of its labels), then score on those windows, with the same outer folds and
 label subsets: logistic-regression probes on each embedding set, the spectral-feature baseline
-and the end-to-end supervised CNN (`configs/supervised.py:demo`, trained from scratch in every
-outer fold). Writes `<workdir>/<dataset>/results.json` (compact table) and a full report
+the end-to-end supervised CNN (`configs/supervised.py:demo`, trained from scratch in every
+outer fold) and, as a control, the same encoders untrained (random weights). Writes `<workdir>/<dataset>/results.json` (compact table) and a full report
 (`report/report.md`, plots). Finished steps are reused when re-run.
 """
 
@@ -38,6 +38,9 @@ _HOURS = flags.DEFINE_float("hours", 2.0, "Hours per synthetic night.")
 _FRACTIONS = flags.DEFINE_list("label_fractions", ["0.01", "0.1", "1.0"],
                                "Fractions of each fold's training labels.")
 _CNN = flags.DEFINE_bool("cnn", True, "Train the end-to-end CNN baseline.")
+_UNTRAINED = flags.DEFINE_bool(
+    "untrained", True, "Also probe untrained encoders (same architecture, random weights): the "
+    "control that shows what pretraining added.")
 _CNN_EPOCHS = flags.DEFINE_float("cnn_epochs", 5.0, "CNN epochs per fold (demo preset: 5).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of data, training and folds.")
 _SLEEPEDF = flags.DEFINE_string(
@@ -123,6 +126,12 @@ def main(argv):
     if not (out / "index.json").exists():
       export.export_store(str(root / f"pretrain_{mode}"), store, str(out), recordings=recordings)
     embeddings[mode] = emb_format.load_embeddings(out)
+  if _UNTRAINED.value:
+    out = root / "embeddings_untrained"
+    if not (out / "index.json").exists():
+      export.export_store(export.untrained_embedder(str(first), seed=_SEED.value), store,
+                          str(out), recordings=recordings)
+    embeddings["untrained"] = emb_format.load_embeddings(out)
 
   tasks = ("staging", "sdb") if dataset == "synthetic" else ("staging",)
   fractions = suite.fractions(_FRACTIONS.value)

@@ -110,14 +110,7 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
     batch_size: windows per forward pass (a multiple of the number of devices used).
     devices: devices to embed on; default this process's local devices.
   """
-  meta = checkpointing.load_meta(checkpoint)
-  config = ml_collections.ConfigDict(meta["config"])
-  in_channels = {m: int(n) for m, n in meta["in_channels"].items()}
-  channels = {m: tuple(c) for m, c in meta["channels"].items()}
-  devices = list(devices or jax.local_devices())
-  if batch_size % len(devices):
-    raise ValueError(f"batch_size {batch_size} is not a multiple of the {len(devices)} devices")
-  mesh = sharding.make_mesh(devices=devices)
+  meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices)
 
   def build():  # weights and BN statistics come from the checkpoint; the seed is irrelevant
     return train.build_model(config, in_channels, seed=0)
@@ -131,6 +124,29 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
   nnx.replace_by_pure_dict(state, restored)
   nnx.update(model, state)
   return Embedder(model, meta, channels, batch_size, mesh, os.path.abspath(checkpoint))
+
+
+def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
+                       devices: Sequence[jax.Device] | None = None) -> Embedder:
+  """The checkpoint's architecture and channels with freshly initialised weights (BN statistics at
+  their initial values), nothing restored: the control that tells what pretraining added to the
+  probes over a random convolutional feature map of the same shape."""
+  meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices)
+  model = train.build_model(config, in_channels, seed=seed)
+  meta = {**meta, "untrained_seed": seed}
+  return Embedder(model, meta, channels, batch_size, mesh,
+                  f"untrained:{os.path.abspath(checkpoint)}")
+
+
+def _architecture(checkpoint: str, batch_size: int, devices: Sequence[jax.Device] | None):
+  meta = checkpointing.load_meta(checkpoint)
+  config = ml_collections.ConfigDict(meta["config"])
+  in_channels = {m: int(n) for m, n in meta["in_channels"].items()}
+  channels = {m: tuple(c) for m, c in meta["channels"].items()}
+  devices = list(devices or jax.local_devices())
+  if batch_size % len(devices):
+    raise ValueError(f"batch_size {batch_size} is not a multiple of the {len(devices)} devices")
+  return meta, config, in_channels, channels, sharding.make_mesh(devices=devices)
 
 
 def export_store(checkpoint: str | Embedder, store: str | WindowStore, out_dir: str, *,
@@ -155,6 +171,8 @@ def export_store(checkpoint: str | Embedder, store: str | WindowStore, out_dir: 
   meta = {"checkpoint": embedder.checkpoint, "step": embedder.meta.get("step"),
           "mode": embedder.meta.get("config", {}).get("loss", {}).get("mode"),
           "store": str(store.path), "channels": {m: list(c) for m, c in embedder.channels.items()}}
+  if "untrained_seed" in embedder.meta:  # a control, not a trained model: say so in the index
+    meta.update(step=0, mode="untrained", untrained_seed=embedder.meta["untrained_seed"])
   writer = emb_format.EmbeddingWriter(out_dir, **meta)
   subject_of = {r["recording_id"]: r["subject_id"] for r in store.recordings}
   bar = _progress(len(mine), progress and pi == 0)

@@ -4,6 +4,8 @@ invariant, from a store or straight from EDF files, and into the evaluation harn
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -121,3 +123,35 @@ def test_wrong_montage_is_a_clear_error(synthetic_run, sc4001, tmp_path):
                progress=False)
     export.export_store(str(workdir), str(tmp_path / "store"), str(tmp_path / "emb"),
                         progress=False)
+
+
+def test_untrained_control_has_the_architecture_but_not_the_weights(exported, synthetic_run,
+                                                                    synthetic_store, tmp_path):
+  es, _ = exported
+  workdir, _, _ = synthetic_run
+  rec = WindowStore(synthetic_store).recording_ids[0]
+  rows = es.recording_id == rec
+  runs = []
+  for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+    if name == "b":  # the command line's --untrained_seed, in a fresh process
+      subprocess.run([sys.executable, str(tu.REPO / "experiments" / "export_embeddings.py"),
+                      f"--checkpoint={workdir}", f"--store={synthetic_store}",
+                      f"--output={tmp_path / name}", f"--recordings={rec}",
+                      f"--untrained_seed={seed}"], check=True, capture_output=True, timeout=300)
+      index = tmp_path / name / "index.json"
+    else:
+      control = export.untrained_embedder(str(workdir), seed=seed, batch_size=64)
+      index = export.export_store(control, synthetic_store, str(tmp_path / name),
+                                  recordings=[rec], progress=False)
+    runs.append(emb_format.load_embeddings(index.parent))
+    meta = json.loads(index.read_text())
+    assert meta["mode"] == "untrained" and meta["step"] == 0 and meta["untrained_seed"] == seed
+  a, b, c = runs
+  for m in ("bas", "ecg", "resp"):
+    assert a.emb[m].shape == es.emb[m][rows].shape
+    np.testing.assert_allclose(a.emb[m], b.emb[m], rtol=1e-5, atol=1e-6)  # the seed fixes them
+    live = a.present[m]
+    assert live.any() and np.all(np.isfinite(a.emb[m]))
+    assert not np.allclose(a.emb[m][live], c.emb[m][live])  # another seed, other weights
+    assert not np.allclose(a.emb[m][live], es.emb[m][rows][live])  # not the trained weights
+  np.testing.assert_array_equal(a.stage, es.stage[rows])
