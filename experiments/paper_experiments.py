@@ -11,10 +11,10 @@ Per dataset: preprocess into a window store (--sample_rate; the paper uses 256 H
 encoders with each contrastive loss (--modes), export the held-out recordings (synthetic: the
 downstream subjects no pretraining run saw; SC4001: the whole night, the only one there is —
 pretraining used none of its labels), then score on those windows, with the same outer folds and
-label subsets: logistic-regression probes on each embedding set, the spectral-feature baseline
+label subsets: logistic-regression probes on each embedding set, the spectral-feature baseline,
 the end-to-end supervised CNN (`configs/supervised.py:demo`, trained from scratch in every
-outer fold) and, as a control, the same encoders untrained (random weights). Writes `<workdir>/<dataset>/results.json` (compact table) and a full report
-(`report/report.md`, plots). Finished steps are reused when re-run.
+outer fold) and, as a control, the same encoders untrained (random weights). Writes
+`<workdir>/<dataset>/results.json` (compact table) and a full report (`report/report.md`, plots). Finished steps are reused when re-run.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ import ml_collections
 # CLIP's initial logit scale 1/0.07. The original SleepFM starts at t = 0 (scale 1): cosine logits
 # in [-1, 1] then leave the softmax over a batch of 32 almost flat (even perfectly aligned
 # embeddings give a loss near ln(1 + 31/e) = 2.5 against 3.47 at chance, until t has grown), which
-# a long GPU run outgrows but a few hundred CPU steps do not. The short presets therefore start where CLIP does; `paper` keeps the original's t = 0.
+# a long GPU run outgrows but a few hundred CPU steps do not. The short presets therefore start
+# where CLIP does; `paper` keeps the original's t = 0.
 CLIP_TEMPERATURE_INIT = math.log(1 / 0.07)
 
 
