@@ -14,7 +14,8 @@ pretraining used none of its labels), then score on those windows, with the same
 label subsets: logistic-regression probes on each embedding set, the spectral-feature baseline,
 the end-to-end supervised CNN (`configs/supervised.py:demo`, trained from scratch in every
 outer fold) and, as a control, the same encoders untrained (random weights). Writes
-`<workdir>/<dataset>/results.json` (compact table) and a full report (`report/report.md`, plots). Finished steps are reused when re-run.
+`<workdir>/<dataset>/results.json` (compact table) and a full report (`report/report.md`, plots).
+Finished steps are reused when re-run.
 """
 
 from __future__ import annotations
