@@ -2,7 +2,7 @@
 
 Presets
   demo      synthetic three-modality nights (labelled SYNTHETIC), small and fast: minutes on 2 CPU
-            cores. AdamW + cosine, temperature starting at CLIP's 1/0.07.
+            cores. AdamW + cosine, CLIP's temperature settings.
   sleepedf  the real Sleep-EDF SC4001 record (BAS + respiratory, no ECG); one subject, so splits are
             time blocks within the night.
   paper     the original SleepFM settings: 256 Hz, 30-s windows, 512-d embeddings, LOO loss,
@@ -12,16 +12,18 @@ Presets
 Any field can be overridden on the command line, e.g. ``--config.loss.mode=pairwise``.
 """
 
-import math
-
 import ml_collections
 
-# CLIP's initial logit scale 1/0.07. The original SleepFM starts at t = 0 (scale 1): cosine logits
-# in [-1, 1] then leave the softmax over a batch of 32 almost flat (even perfectly aligned
-# embeddings give a loss near ln(1 + 31/e) = 2.5 against 3.47 at chance, until t has grown), which
-# a long GPU run outgrows but a few hundred CPU steps do not. The short presets therefore start
-# where CLIP does; `paper` keeps the original's t = 0.
-CLIP_TEMPERATURE_INIT = math.log(1 / 0.07)
+from sleepfm_jax import losses
+
+# The original SleepFM starts at t = 0 (logit scale 1): cosine logits in [-1, 1] then leave the
+# softmax over a batch of 32 almost flat (even perfectly aligned embeddings give a loss near
+# ln(1 + 31/e) = 2.5 against 3.47 at chance, until t has grown), which a long GPU run outgrows but
+# a few hundred CPU steps do not. The short presets therefore use CLIP's settings (t = log(1/0.07)
+# at init, logit scale capped at 100); `paper` keeps the original's t = 0, t >= 0.
+def _clip_temperature(c: ml_collections.ConfigDict) -> None:
+  c.loss.temperature_init = losses.TEMPERATURE_INIT_CLIP
+  c.loss.temperature_max = losses.TEMPERATURE_MAX_CLIP
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -94,7 +96,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.data.store = "runs/demo/stores/synthetic"
     c.data.worker_count = 0
     c.model.dropout = 0.1
-    c.loss.temperature_init = CLIP_TEMPERATURE_INIT
+    _clip_temperature(c)
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 20
     c.batch_size = 32
@@ -108,7 +110,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     c.data.modalities = ("bas", "resp")
     c.data.split = "time"
     c.model.dropout = 0.1
-    c.loss.temperature_init = CLIP_TEMPERATURE_INIT
+    _clip_temperature(c)
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 20
     c.batch_size = 32
