@@ -183,14 +183,20 @@ def _grad_leaves(dtype, x):
 def test_float32_train_gradients_match_float64():
   """Stacked train-mode BNs (custom VJP) and max-pool: float32 gradients stay accurate.
 
-  A one-pass variance once passed the PyTorch parity test yet was 1 % off here.
+  A one-pass variance once passed the PyTorch parity test yet was 1 % off here. Both precisions
+  see the same float32-representable input, and that input must not sit on a kink (ReLU6 or
+  max-pool tie) where the gradient jumps: rng(0)'s did — its float64 gradient moved 0.75 % under a
+  1e-7 perturbation, so the comparison passed or failed with the CPU's rounding.
   """
-  x = np.random.default_rng(0).normal(size=(16, 2, 128)) + np.repeat(np.arange(8), 2)[:, None,
-                                                                                      None]
-  g32 = _grad_leaves(jnp.float32, jnp.asarray(x, jnp.float32))
+  rng = np.random.default_rng(1)
+  x = (rng.normal(size=(16, 2, 128)) + np.repeat(np.arange(8), 2)[:, None, None]).astype(np.float32)
+  g32 = _grad_leaves(jnp.float32, jnp.asarray(x))
   with jax.enable_x64(True):
     g64 = _grad_leaves(jnp.float64, jnp.asarray(x, jnp.float64))
+    nudged = _grad_leaves(jnp.float64, jnp.asarray(x + 1e-7 * rng.normal(size=x.shape)))
   largest = max(np.abs(g).max() for g in g64)
+  smooth = [np.abs(a - b).max() / largest for a, b in zip(nudged, g64, strict=True)]
+  assert max(smooth) < 1e-6, f"the test input sits on a kink: {max(smooth)}"
   errors = [np.abs(a - b).max() / largest for a, b in zip(g32, g64, strict=True)]
   assert max(errors) < 1e-5, max(errors)
 

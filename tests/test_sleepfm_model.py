@@ -75,7 +75,9 @@ def test_batchnorm_under_jit_over_a_sharded_batch_uses_global_statistics():
   model = EffNet1D(2, rngs=nnx.Rngs(0), dropout=0.0, widths=(8, 8, 16), depths=(2, 1),
                    pool_after=(0,), head_width=16, embed_dim=8)
   graphdef, state = nnx.split(model)
-  rng = np.random.default_rng(0)
+  # (rng(0)'s input lies within 1e-7 of a ReLU6/max-pool kink, where summation order alone flips
+  # gradients: see test_float32_train_gradients_match_float64.)
+  rng = np.random.default_rng(1)
   # A per-shard offset makes per-shard and global statistics clearly different.
   x = rng.normal(size=(16, 2, 128)) + np.repeat(np.arange(8), 2)[:, None, None]
   x = jnp.asarray(x, jnp.float32)
