@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 
+import common  # repository on sys.path; host allocator set before JAX starts
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,7 +113,8 @@ def main():
       "all_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
       "versions": {"jax": jax.__version__},
       "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
-               "load_avg_1m": round(os.getloadavg()[0], 2)},
+               "load_avg_1m": round(os.getloadavg()[0], 2),
+               "host_allocator": common.HOST_ALLOCATOR},
   }
   if "torch" in times:
     result["versions"]["torch"] = torch.__version__

@@ -101,6 +101,8 @@ def pretrain(store: str, workdir: pathlib.Path, steps: int, seed: int, quick: bo
 
 def main(argv):
   del argv
+  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   import numpy as np  # pylint: disable=import-outside-toplevel

@@ -38,6 +38,8 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 def main(argv):
   del argv
+  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   if bool(_STORE.value) == bool(_INPUT.value):

@@ -93,6 +93,8 @@ def _pretrain(store: str, run_dir: pathlib.Path, dataset: str, mode: str):
 
 def main(argv):
   del argv
+  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   from experiments.configs import supervised as supervised_configs  # pylint: disable=import-outside-toplevel

@@ -28,6 +28,8 @@ _CPU_DEVICES = flags.DEFINE_integer(
 
 def main(argv):
   del argv
+  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console clean
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel

@@ -39,6 +39,8 @@ _CPU_DEVICES = flags.DEFINE_integer(
 
 def main(argv):
   del argv
+  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if _RECORDINGS.value and _SPLIT_FROM.value:
     raise app.UsageError("give --recordings or --split_from_checkpoint, not both")
   import jax  # pylint: disable=import-outside-toplevel
