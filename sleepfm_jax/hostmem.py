@@ -17,9 +17,12 @@ The cost: the process's resident memory stays at its high-water mark (what a tra
 needs on every step anyway) instead of falling between steps.
 
 Call it first thing in a program's `main()`, before JAX starts its CPU client (the first
-computation or `jax.devices()`): thread arenas created before the call keep their own behaviour.
-The CLIs in `experiments/` and the benchmarks call it; set `SLEEPFM_JAX_HOST_ALLOCATOR=system`
-to leave malloc alone. It does nothing off glibc (macOS, musl) and never imports jax.
+computation or `jax.devices()`): threads that already allocated have their own arenas and keep
+mapping large blocks afresh. The CLIs in `experiments/` and the benchmarks call it; set
+`SLEEPFM_JAX_HOST_ALLOCATOR=system` to leave malloc alone. Where other threads got there first
+(a Jupyter kernel), the result says so (`arenas_before` > 1) and the environment variable
+`GLIBC_TUNABLES` (value: `TUNABLES`), set before the process starts, does the same from the
+start. It does nothing off glibc (macOS, musl) and never imports jax.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import pathlib
 import platform
+import tempfile
 from typing import Any
 
 ENV_VAR = "SLEEPFM_JAX_HOST_ALLOCATOR"  # "system": leave malloc's defaults alone
@@ -39,14 +44,35 @@ M_ARENA_MAX = -8
 SETTINGS = (("M_ARENA_MAX", M_ARENA_MAX, 1), ("M_MMAP_MAX", M_MMAP_MAX, 0),
             ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, -1))
 
+# The same settings as glibc tunables, for a process started with them in its environment.
+TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+            "glibc.malloc.trim_threshold=18446744073709551615")
+
 _applied: dict[str, Any] | None = None
+
+
+def _arena_count(libc) -> int:
+  """Number of malloc arenas so far (from glibc's `malloc_info` XML), or -1 if unreadable."""
+  libc.fopen.restype = ctypes.c_void_p
+  libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+  libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+  libc.fclose.argtypes = [ctypes.c_void_p]
+  with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+    stream = libc.fopen(f.name.encode(), b"w")
+    if not stream:
+      return -1
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    return pathlib.Path(f.name).read_text().count("<heap nr=")
 
 
 def retain_freed_memory() -> dict[str, Any]:
   """Applies the allocator settings above once per process; returns what was done.
 
-  Returns a JSON-ready dict: `applied` (bool), `reason` (why not, when not) and `settings`
-  (parameter -> value, when applied). Later calls return the first call's result.
+  Returns a JSON-ready dict: `applied` (bool), `reason` (why not, when not), `settings`
+  (parameter -> value, when applied), `arenas_before` (malloc arenas that existed at the call:
+  more than 1 means threads that allocated earlier keep their own) and then a `warning`.
+  Later calls return the first call's result.
   """
   global _applied
   if _applied is not None:
@@ -59,9 +85,15 @@ def retain_freed_memory() -> dict[str, Any]:
   else:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    arenas = _arena_count(libc)
     failed = [name for name, param, value in SETTINGS if libc.mallopt(param, value) != 1]
     if failed:
       _applied = {"applied": False, "reason": f"mallopt refused {failed}"}
     else:
-      _applied = {"applied": True, "settings": {name: value for name, _, value in SETTINGS}}
+      _applied = {"applied": True, "settings": {name: value for name, _, value in SETTINGS},
+                  "arenas_before": arenas}
+      if arenas > 1:
+        _applied["warning"] = (
+            f"{arenas - 1} thread arena(s) existed before the call: threads using them still map "
+            f"large blocks afresh; start the process with GLIBC_TUNABLES={TUNABLES} instead")
   return _applied
