@@ -30,8 +30,8 @@ _FEATURES = flags.DEFINE_list("features", list(probes.FEATURE_KINDS),
 _FOLDS = flags.DEFINE_integer("folds", 5, "Outer cross-validation folds (grouped by subject).")
 _INNER_FOLDS = flags.DEFINE_integer("inner_folds", 3, "Inner folds for choosing C.")
 _C_GRID = flags.DEFINE_list("c_grid", ["0.001", "0.01", "0.1", "1", "10"], "C values.")
-_MAX_ITER = flags.DEFINE_integer("max_iter", 1000, "lbfgs iteration cap (non-convergence is "
-                                 "reported).")
+_MAX_ITER = flags.DEFINE_integer("max_iter", probes.ProbeConfig.max_iter,
+                                 "lbfgs iteration cap (non-convergence is reported).")
 _CLASS_WEIGHT = flags.DEFINE_enum("class_weight", "balanced", ["balanced", "none"],
                                   "LogisticRegression class weighting.")
 _GAP = flags.DEFINE_integer("gap", 10, "Windows dropped between train/test blocks (one subject).")

@@ -59,7 +59,7 @@ class ProbeConfig:
 
   c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
   class_weight: str | None = "balanced"
-  max_iter: int = 1000
+  max_iter: int = 5000
   tol: float = 1e-4
   outer_folds: int = 5
   inner_folds: int = 3
