@@ -282,6 +282,16 @@ class JaxExport:
     emb, _ = self.embedder.embed_batch(self.batch, self.index)  # returns host numpy arrays
     return emb
 
+  def device_inputs(self):
+    """The batch as `embed_batch` hands it to the jitted forward (channels selected, on the
+    mesh)."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+
+    inputs = {m: self.batch[m][:, self.index[m]] for m in self.embedder.modalities}
+    return jax.device_put(inputs, sharding.data_sharding(self.embedder.mesh))
+
 
 def write_json(result: Mapping[str, Any], out: str | os.PathLike | None) -> str:
   text = json.dumps(result, indent=2)

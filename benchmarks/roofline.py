@@ -55,17 +55,6 @@ def cost(compiled) -> dict[str, float]:
           "gb_accessed": round(analysis.get("bytes accessed", 0.0) / 1e9, 2)}
 
 
-def eval_forward(model, batch: int):
-  """The export's eval-mode forward of `model`, compiled for one paper-shaped batch."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-
-  graphdef, state = nnx.split(model)
-  inputs = common.paper_inputs(batch, channels=model.in_channels)
-  forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x, train=False))
-  return forward.lower(state, inputs).compile()
-
-
 def floors(c: dict[str, float], peak: float, bandwidth: float) -> dict[str, float]:
   compute = c["gflop"] / peak
   memory = c["gb_accessed"] / bandwidth
@@ -96,7 +85,7 @@ def main():
   step()  # warm-up: the first run also allocates the executable's buffers
   step_s = [timed(step) for _ in range(args.step_rounds)]
   exp = common.JaxExport(step.model(), args.batch)  # its first call is the warm-up
-  export_cost = cost(eval_forward(step.model(), args.batch))
+  export_cost = cost(exp.embedder.lower(exp.device_inputs()).compile())
   export_s = [timed(exp) for _ in range(args.rounds)]
 
   def stand(c, times):

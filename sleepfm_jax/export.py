@@ -72,6 +72,11 @@ class Embedder:
 
     return functools.partial(forward, state)
 
+  def lower(self, inputs: Mapping[str, jax.Array]) -> jax.stages.Lowered:
+    """The jitted forward `embed_batch` runs, lowered for `inputs` ({modality: [batch, channels,
+    samples]}), e.g. for XLA's cost analysis: `embedder.lower(x).compile().cost_analysis()`."""
+    return self._forward.func.lower(*self._forward.args, inputs)
+
   def channel_index(self, store: WindowStore) -> dict[str, np.ndarray]:
     """Positions of the encoders' channels in `store`'s montage (clear error if one is missing)."""
     out = {}

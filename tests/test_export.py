@@ -55,6 +55,16 @@ def test_batch_size_padding_and_device_count_do_not_change_embeddings(exported, 
                               progress=False)
   small = emb_format.load_embeddings(index.parent)
   assert len(small) == n and n % 7  # the last batch was padded
+  # `lower` is the forward embed_batch runs (what benchmarks/roofline.py costs): lowered for
+  # this embedder's batch of 7, its XLA cost is the cost of 7 windows, half that of 14.
+  samples = WindowStore(synthetic_store).samples
+
+  def flops(b):
+    x = {m: np.zeros((b, len(one.channels[m]), samples), np.float32) for m in one.modalities}
+    return one.lower(x).compile().cost_analysis()["flops"]
+
+  f7, f14 = flops(7), flops(14)
+  assert f7 > 0 and abs(f14 / f7 - 2.0) < 0.05, (f7, f14)
   for m in ("bas", "ecg", "resp"):
     np.testing.assert_allclose(small.emb[m], es.emb[m][es.recording_id == rec], rtol=2e-5,
                                atol=2e-6)

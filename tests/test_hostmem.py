@@ -16,7 +16,7 @@ import pytest
 from sleepfm_jax import hostmem
 
 CHILD = r"""
-import json, os, resource, sys, threading, time
+import json, resource, sys, threading, time
 if sys.argv[1] == "thread_first":  # like a Jupyter kernel: a thread allocated before the call
   t = threading.Thread(target=lambda: [bytearray(1000) for _ in range(100)])
   t.start()
