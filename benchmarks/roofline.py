@@ -49,8 +49,6 @@ def stream_bandwidth(gib: float, rounds: int) -> float:
 
 def cost(compiled) -> dict[str, float]:
   analysis = compiled.cost_analysis()
-  if isinstance(analysis, list):  # older JAX: one dict per computation
-    analysis = analysis[0]
   return {"gflop": round(analysis.get("flops", 0.0) / 1e9, 2),
           "gb_accessed": round(analysis.get("bytes accessed", 0.0) / 1e9, 2)}
 
