@@ -45,6 +45,10 @@ _METRICS_JSONL = flags.DEFINE_string("metrics_jsonl", None,
                                      "Training metrics JSONL to plot training curves from.")
 _TSNE_POINTS = flags.DEFINE_integer("tsne_points", 2000, "Windows in the t-SNE plot.")
 _BLAS_THREADS = flags.DEFINE_integer("blas_threads", 1, "BLAS threads per fit (0: default).")
+_SCALER = flags.DEFINE_enum(
+    "scaler", probes.ProbeConfig.scaler, list(probes.SCALERS),
+    "StandardScaler fit on every window of the outer training fold ('fold', labels unused) or on "
+    "its labelled windows at the label fraction only ('labelled').")
 _OUT = flags.DEFINE_string("out", None, "Output folder for the report.", required=True)
 
 
@@ -63,7 +67,7 @@ def main(argv):
           c_grid=tuple(float(c) for c in _C_GRID.value), max_iter=_MAX_ITER.value,
           class_weight=None if _CLASS_WEIGHT.value == "none" else _CLASS_WEIGHT.value,
           outer_folds=_FOLDS.value, inner_folds=_INNER_FOLDS.value, gap=_GAP.value,
-          seed=_SEED.value, blas_threads=_BLAS_THREADS.value or None),
+          seed=_SEED.value, scaler=_SCALER.value, blas_threads=_BLAS_THREADS.value or None),
       n_boot=_BOOTSTRAP.value, boot_seed=_SEED.value,
       retrieval_candidates=_CANDIDATES.value or None)
   result = suite.run_suite(embeddings, predictions, config, log=logging.info)

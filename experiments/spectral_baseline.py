@@ -35,6 +35,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of folds and label subsampling.")
 _LABEL_FRACTIONS = flags.DEFINE_list("label_fractions", ["1.0"], "e.g. 0.01,0.1,1.0.")
 _BLAS_THREADS = flags.DEFINE_integer("blas_threads", 1, "BLAS threads per fit (0: default).")
 _NAME = flags.DEFINE_string("name", "spectral", "Name stored in the predictions files.")
+_SCALER = flags.DEFINE_enum(
+    "scaler", probes.ProbeConfig.scaler, list(probes.SCALERS),
+    "StandardScaler fit on every window of the outer training fold ('fold', labels unused) or on "
+    "its labelled windows at the label fraction only ('labelled').")
 _OUT = flags.DEFINE_string("out", None, "Output folder.", required=True)
 
 
@@ -50,7 +54,7 @@ def main(argv):
   config = probes.ProbeConfig(
       c_grid=tuple(float(c) for c in _C_GRID.value), max_iter=_MAX_ITER.value,
       outer_folds=_FOLDS.value, inner_folds=_INNER_FOLDS.value, gap=_GAP.value, seed=_SEED.value,
-      blas_threads=_BLAS_THREADS.value or None)
+      scaler=_SCALER.value, blas_threads=_BLAS_THREADS.value or None)
   results = baselines.spectral_baseline(
       _STORE.value, tuple(_TASK.value), recordings=recordings, channels=channels, config=config,
       label_fractions=suite.fractions(_LABEL_FRACTIONS.value), name=_NAME.value, meta=extra,

@@ -103,3 +103,90 @@ def test_predictions_round_trip(informative, tmp_path):
   np.testing.assert_array_equal(back.epoch, informative.epoch[res.index])
   np.testing.assert_array_equal(back.unit, res.unit)
   assert max(fd["n_train"] for fd in res.folds) < 0.15 * len(res.index)
+
+
+@pytest.mark.parametrize("scaler", ["fold", "labelled"])
+def test_scaler_statistics_come_from_the_documented_windows(scaler):
+  """A 10%-label probe equals a by-hand refit: scaler on the whole outer training fold ('fold')
+  or on its labelled subset ('labelled'), logistic regression on the subset, one C."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
+
+  from sleepfm_jax.evaluation.probes import outer_folds  # pylint: disable=import-outside-toplevel
+
+  rng = np.random.default_rng(3)
+  n, subjects = 400, np.repeat(np.arange(4), 100)
+  y = rng.integers(0, 3, n)
+  # Per-dimension scales spanning 1e-2..1e2 and a subject offset: the two scalers differ.
+  x = (rng.normal(size=(n, 6)) + 0.7 * np.eye(3, 6)[y]) * np.logspace(-2, 2, 6) + subjects[:, None]
+  cfg = ProbeConfig(c_grid=(0.3,), outer_folds=2, inner_folds=2, scaler=scaler)
+  res = run_probe(x, y, subjects, ["a", "b", "c"], cfg, label_fraction=0.1)
+  plan = outer_folds(y, subjects, cfg, 0.1)
+  for f, (train, test) in enumerate(plan.folds):
+    pool = plan.pools[f]
+    assert set(train) <= set(pool) and not set(pool) & set(test)
+    assert len(pool) + len(test) == n and len(train) < len(pool) / 5
+    fit_on = pool if scaler == "fold" else train
+    assert res.folds[f]["n_scaler"] == len(fit_on)
+    sc = StandardScaler().fit(x[fit_on])
+    model = LogisticRegression(C=0.3, class_weight="balanced", max_iter=5000, tol=1e-4)
+    model.fit(sc.transform(x[train]), y[train])
+    np.testing.assert_allclose(res.y_prob[test], model.predict_proba(sc.transform(x[test])),
+                               atol=1e-4)
+  other = run_probe(x, y, subjects, ["a", "b", "c"],
+                    ProbeConfig(c_grid=(0.3,), outer_folds=2, inner_folds=2,
+                                scaler="labelled" if scaler == "fold" else "fold"), 0.1)
+  assert np.abs(other.y_prob - res.y_prob).max() > 1e-3  # the option changes the model
+
+
+def test_unknown_scaler_is_refused():
+  with pytest.raises(ValueError, match="scaler"):
+    ProbeConfig(scaler="test")
+
+
+def _absent_ecg_data(seed=0):
+  """Six subjects; a weak BAS signal, a strong ECG one, and no ECG (stored as zeros) in 4 and 5."""
+  rng = np.random.default_rng(seed)
+  subjects = np.repeat(np.arange(6), 100)
+  y = rng.integers(0, 2, len(subjects))
+  bas = rng.normal(size=(len(y), 8)) + 0.8 * y[:, None]
+  ecg = 3.0 + rng.normal(size=(len(y), 8)) + 1.5 * y[:, None]
+  absent = subjects >= 4
+  ecg[absent] = 0.0
+  x = np.concatenate([bas, ecg], axis=1)
+  missing = np.concatenate([np.zeros_like(bas, bool), np.repeat(absent[:, None], 8, axis=1)], 1)
+  return x, y, subjects, missing
+
+
+def test_missing_blocks_are_mean_imputed_not_read_as_zeros():
+  x, y, subjects, missing = _absent_ecg_data()
+  cfg = ProbeConfig(c_grid=(1.0,), outer_folds=3, inner_folds=2)
+  masked = run_probe(x, y, subjects, ["a", "b"], cfg, missing=missing)
+  zeros = run_probe(x, y, subjects, ["a", "b"], cfg)
+  bas_only = run_probe(x[:, :8], y, subjects, ["a", "b"], cfg)
+  auroc = lambda r, sel=slice(None): classification_metrics(
+      r.y_true[sel], r.y_prob[sel], r.classes)["auroc_macro"]
+  no_ecg = subjects[masked.index] >= 4
+  # On the subjects without ECG the masked probe ranks as well as a BAS-only probe...
+  assert abs(auroc(masked, no_ecg) - auroc(bas_only, no_ecg)) < 0.03
+  # ...and pooled over all windows it beats reading the absent block as measured zeros.
+  assert auroc(masked) > auroc(zeros) + 0.03, (auroc(masked), auroc(zeros), auroc(bas_only))
+  # By hand, one fold: scaler statistics from the measured entries only; missing -> 0 (the mean).
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.evaluation.probes import outer_folds  # pylint: disable=import-outside-toplevel
+
+  train, test = outer_folds(y, subjects, cfg).folds[0]
+  xt = np.where(missing, np.nan, x)
+  mu, sd = np.nanmean(xt[train], 0), np.nanstd(xt[train], 0)
+  z = np.nan_to_num((xt - mu) / np.where(sd > 0, sd, 1.0), nan=0.0)
+  model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(z[train], y[train])
+  np.testing.assert_allclose(masked.y_prob[test], model.predict_proba(z[test]), atol=1e-4)
+
+
+def test_unmarked_non_finite_features_are_refused():
+  x, y, subjects, missing = _absent_ecg_data()
+  x[7, 3] = np.nan
+  with pytest.raises(ValueError, match="window 7, column 3"):
+    run_probe(x, y, subjects, ["a", "b"], FAST)
+  with pytest.raises(ValueError, match="shape"):
+    run_probe(x, y, subjects, ["a", "b"], FAST, missing=missing[:, :3])

@@ -253,6 +253,18 @@ class EmbeddingSet:
       return self.emb[mods[0]]
     return np.concatenate([self.emb[m] for m in mods], axis=1)
 
+  def feature_missing(self, kind: str) -> np.ndarray | None:
+    """[N, width] bool, True in the block of a modality absent from a window, for feature kinds
+    that join several modalities (`concat`, `a+b`); None for one modality or `combined`, whose
+    values are all measured (probes leave out windows without the modality)."""
+    if kind == "combined":
+      return None
+    mods = MODALITIES if kind == "concat" else tuple(kind.split("+"))
+    if len(mods) == 1:
+      return None
+    return np.concatenate([np.repeat(~self.present[m][:, None], self.emb[m].shape[1], axis=1)
+                           for m in mods], axis=1)
+
   def feature_present(self, kind: str) -> np.ndarray:
     """[N] bool: the window has at least one of the modalities that `kind` uses."""
     mods = MODALITIES if kind in ("concat", "combined") else tuple(kind.split("+"))

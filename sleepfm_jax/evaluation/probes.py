@@ -7,9 +7,19 @@ Protocol (documented in docs/evaluation.md):
 * Inner model selection: C from a grid, by the mean macro one-vs-rest AUROC over an inner
   K-fold grouped by subject (time-blocked with the same gap when the training set has one subject);
   ties go to the smaller C (stronger regularisation).
-* Model: StandardScaler (fit on the training windows) → LogisticRegression (L2, lbfgs, multinomial
-  for >2 classes, `class_weight="balanced"` by default) with a large `max_iter`. A fit that stops
-  at `max_iter` is recorded as not converged and reported, never silently accepted.
+* Model: StandardScaler → LogisticRegression (L2, lbfgs, multinomial for >2 classes,
+  `class_weight="balanced"` by default) with a large `max_iter`. A fit that stops at `max_iter` is
+  recorded as not converged and reported, never silently accepted.
+* The scaler is fit, by default (`scaler="fold"`), on the features of every window of the outer
+  training set — labelled or not at the label fraction, its labels never read — and the same
+  scaling serves the inner CV and the final fit. A label-efficiency run thus standardises with
+  the statistics of the unlabelled windows a user has anyway (the windows pretraining saw),
+  rather than with the mean and variance of ~20 labelled ones. `scaler="labelled"` fits it on the
+  labelled training windows only (and per inner split), the protocol before 2026-12-02.
+* Missing values (`missing`: a modality block of a `concat` feature for a window without that
+  modality) are left out of the scaler's statistics and imputed with the training mean (0 after
+  scaling). Zeros before scaling, as stored, would sit many standard deviations from the data and
+  let the model key on "this subject has no ECG".
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from sleepfm_jax.evaluation.predictions import Predictions
 TASKS: dict[str, tuple[str, ...]] = {"staging": STAGES, "sdb": ("no-SDB", "SDB")}
 # Feature kinds probed by default (see `EmbeddingSet.features`).
 FEATURE_KINDS = (*MODALITIES, "concat", "combined")
+SCALERS = ("fold", "labelled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +64,8 @@ class ProbeConfig:
     gap: windows left out between train and test blocks (time-blocked folds).
     block: windows per bootstrap unit when there is a single subject.
     seed: seeds fold assignment and label subsampling.
+    scaler: "fold" (StandardScaler fit on all windows of the outer training set; labels unused) or
+      "labelled" (fit on the labelled training windows only, per inner split for the inner CV).
     blas_threads: BLAS threads during fits (threadpoolctl). 1 avoids OpenBLAS thread-spin, which
       made lbfgs fits 5-20x slower on a shared 2-core machine; None keeps the library default.
   """
@@ -66,7 +79,12 @@ class ProbeConfig:
   gap: int = 10
   block: int = 60
   seed: int = 0
+  scaler: str = "fold"
   blas_threads: int | None = 1
+
+  def __post_init__(self):
+    if self.scaler not in SCALERS:
+      raise ValueError(f"ProbeConfig.scaler must be one of {SCALERS}, got '{self.scaler}'")
 
 
 @dataclasses.dataclass
@@ -176,6 +194,8 @@ class OuterFolds:
       fraction (`label_subset` with seed `config.seed * 1000 + fold`); test sets are complete and
       partition 0..m-1.
     label_fraction: the fraction the training sets were reduced to.
+    pools: per fold, the complete outer training set (positions into 0..m-1) before the label
+      fraction: the windows whose inputs, never labels, unsupervised preprocessing may use.
   """
 
   index: np.ndarray
@@ -185,6 +205,7 @@ class OuterFolds:
   units: np.ndarray
   folds: list[splits.Fold]
   label_fraction: float
+  pools: list[np.ndarray]
 
 
 def outer_folds(y: np.ndarray, subjects: Sequence, config: ProbeConfig = ProbeConfig(),
@@ -203,7 +224,8 @@ def outer_folds(y: np.ndarray, subjects: Sequence, config: ProbeConfig = ProbeCo
   folds = [(label_subset(train, yl, label_fraction, seed=config.seed * 1000 + f), test)
            for f, (train, test) in enumerate(plan.folds)]
   return OuterFolds(index=lab, y=yl, subjects=sl, scheme=plan.scheme, units=plan.units,
-                    folds=folds, label_fraction=float(label_fraction))
+                    folds=folds, label_fraction=float(label_fraction),
+                    pools=[np.sort(train) for train, _ in plan.folds])
 
 
 def _full_proba(model: LogisticRegression, x: np.ndarray, k: int) -> np.ndarray:
@@ -247,9 +269,23 @@ def _inner_folds(train: np.ndarray, subjects: np.ndarray, y: np.ndarray, config:
   return splits.time_blocked_folds(len(train), config.inner_folds, gap)
 
 
+def _standardise(fit: np.ndarray, *xs: np.ndarray) -> list[np.ndarray]:
+  """StandardScaler fit on `fit`, applied to `xs`; NaN (missing) entries are ignored by the fit and
+  imputed with the mean, i.e. 0 after scaling. A column missing everywhere in `fit` becomes 0."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: mean of empty slice
+    scaler = StandardScaler().fit(fit)
+    return [np.nan_to_num(scaler.transform(x), nan=0.0) for x in xs]
+
+
 def _select_c(x: np.ndarray, y: np.ndarray, inner: list[splits.Fold], k: int,
-              fitter: _Fitter) -> tuple[float | None, dict[float, float], int]:
-  """Chooses C by mean inner macro AUROC -> (C, or None if untunable; scores; non-converged)."""
+              fitter: _Fitter, scaled: bool = False
+              ) -> tuple[float | None, dict[float, float], int]:
+  """Chooses C by mean inner macro AUROC -> (C, or None if untunable; scores; non-converged).
+
+  `scaled`: x is already standardised (scaler="fold"); otherwise a scaler is fit per inner split
+  (`_standardise`, NaN = missing).
+  """
   cfg = fitter.config
   scores: dict[float, list[float]] = {c: [] for c in cfg.c_grid}
   not_converged = 0
@@ -257,8 +293,10 @@ def _select_c(x: np.ndarray, y: np.ndarray, inner: list[splits.Fold], k: int,
   for tr, va in inner:
     if len(np.unique(y[tr])) < 2 or len(np.unique(y[va])) < 2:
       continue
-    scaler = StandardScaler().fit(x[tr])
-    xtr, xva = scaler.transform(x[tr]), scaler.transform(x[va])
+    if scaled:
+      xtr, xva = x[tr], x[va]
+    else:
+      xtr, xva = _standardise(x[tr], x[tr], x[va])
     for c, model, _, ok in fitter.fit_path(xtr, y[tr], cfg.c_grid):
       not_converged += not ok
       auroc = classification_metrics(y[va], _full_proba(model, xva, k), names)["auroc_macro"]
@@ -274,7 +312,8 @@ def _select_c(x: np.ndarray, y: np.ndarray, inner: list[splits.Fold], k: int,
 
 def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequence[str],
               config: ProbeConfig = ProbeConfig(), label_fraction: float = 1.0, task: str = "",
-              feature: str = "", progress: bool = False) -> ProbeResult:
+              feature: str = "", progress: bool = False,
+              missing: np.ndarray | None = None) -> ProbeResult:
   """Cross-validated logistic-regression probe; predicts every labelled window once.
 
   Args:
@@ -287,12 +326,27 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
       (see `label_subset`); test sets are always complete.
     task, feature: names carried into the result.
     progress: show a tqdm bar over outer folds.
+    missing: optional [n, d] bool, True where a value is missing (not measured): such entries are
+      left out of the scaler's statistics and imputed with the training mean (0 after scaling).
+      Any other non-finite value in x is an error.
 
   Returns:
     A `ProbeResult` with out-of-fold probabilities for all labelled windows.
   """
   t0 = time.time()
   x = np.asarray(x)
+  if missing is not None:
+    missing = np.asarray(missing, bool)
+    if missing.shape != x.shape:
+      raise ValueError(f"missing mask shape {missing.shape} != features shape {x.shape}")
+    x = np.where(missing, np.nan, x.astype(np.float64 if x.dtype == np.float64 else np.float32))
+  bad = ~np.isfinite(x)
+  if missing is not None:
+    bad &= ~missing
+  if bad.any():
+    rows, cols = np.nonzero(bad)
+    raise ValueError(f"features '{feature}': {bad.sum()} non-finite values not marked missing "
+                     f"(first at window {rows[0]}, column {cols[0]})")
   k = len(classes)
   plan = outer_folds(y, subjects, config, label_fraction)
   lab, yl, sl = plan.index, plan.y, plan.subjects
@@ -308,6 +362,8 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
     folds = tqdm(folds, desc=f"{task}/{feature}@{label_fraction:g}", leave=False)
   for f, (train, test) in enumerate(folds):
     info: dict[str, Any] = {"fold": f, "n_train": int(len(train)), "n_test": int(len(test)),
+                            "n_scaler": int(len(plan.pools[f] if config.scaler == "fold"
+                                                else train)),
                             "n_train_subjects": int(len(np.unique(sl[train]))),
                             "n_test_subjects": int(len(np.unique(sl[test])))}
     present = np.unique(yl[train])
@@ -323,13 +379,15 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
       fold_info.append(info)
       continue
     inner = _inner_folds(train, sl, yl, config)
-    c, scores, inner_nc = _select_c(xl[train], yl[train], inner, k, fitter)
+    fold_scaler = config.scaler == "fold"
+    xtrain, xtest = _standardise(xl[plan.pools[f] if fold_scaler else train], xl[train], xl[test])
+    c, scores, inner_nc = _select_c(xtrain if fold_scaler else xl[train], yl[train], inner, k,
+                                    fitter, scaled=fold_scaler)
     if c is None:
       c = 1.0
       notes.append(f"fold {f}: too few labelled windows for inner CV; C fixed at 1.0 (not tuned)")
-    scaler = StandardScaler().fit(xl[train])
-    *_, (_, model, n_iter, ok) = fitter.fit_path(scaler.transform(xl[train]), yl[train], [c])
-    prob[test] = _full_proba(model, scaler.transform(xl[test]), k)
+    *_, (_, model, n_iter, ok) = fitter.fit_path(xtrain, yl[train], [c])
+    prob[test] = _full_proba(model, xtest, k)
     fold_of[test] = f
     if not ok:
       notes.append(f"fold {f}: final fit did not converge in max_iter={config.max_iter} "
@@ -365,7 +423,8 @@ def probe_embeddings(es: EmbeddingSet, task: str, feature: str,
   if reason is not None:
     return Skipped(task, feature, reason)
   return run_probe(es.features(feature), y, es.subject_id, classes, config, label_fraction,
-                   task=task, feature=feature, progress=progress)
+                   task=task, feature=feature, progress=progress,
+                   missing=es.feature_missing(feature))
 
 
 def to_predictions(result: ProbeResult, es: EmbeddingSet, name: str = "",

@@ -425,7 +425,9 @@ def write_report(out_dir: str | os.PathLike, result: SuiteResult,
     lines.append("")
   p = cfg.probe
   lines += ["**Protocol.** Logistic-regression probes (StandardScaler → L2 LogisticRegression, "
-            f"lbfgs, class_weight={p.class_weight}, max_iter={p.max_iter}, tol={p.tol:g}); "
+            f"lbfgs, class_weight={p.class_weight}, max_iter={p.max_iter}, tol={p.tol:g}; scaler "
+            + ("fit on every window of the outer training fold, labels unused" if p.scaler == "fold"
+               else "fit on the labelled training windows") + "); "
             f"{p.outer_folds} outer folds grouped by subject (time-blocked with a {p.gap}-window "
             f"gap for a single subject); C ∈ {{{', '.join(f'{c:g}' for c in p.c_grid)}}} chosen "
             f"by {p.inner_folds}-fold inner CV on macro AUROC. 95% CIs: percentile bootstrap "
