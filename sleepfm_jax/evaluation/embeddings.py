@@ -244,31 +244,34 @@ class EmbeddingSet:
     """
     if kind == "combined":
       return self.combined
-    mods = MODALITIES if kind == "concat" else tuple(kind.split("+"))
+    mods = self._modalities(kind)
+    if len(mods) == 1:
+      return self.emb[mods[0]]
+    return np.concatenate([self.emb[m] for m in mods], axis=1)
+
+  @staticmethod
+  def _modalities(kind: str) -> tuple[str, ...]:
+    """The modalities a feature kind reads (all of them for `concat` and `combined`)."""
+    mods = MODALITIES if kind in ("concat", "combined") else tuple(kind.split("+"))
     unknown = [m for m in mods if m not in MODALITIES]
     if unknown:
       raise ValueError(f"unknown feature kind '{kind}' (modalities {MODALITIES}, 'concat', "
                        "'combined')")
-    if len(mods) == 1:
-      return self.emb[mods[0]]
-    return np.concatenate([self.emb[m] for m in mods], axis=1)
+    return mods
 
   def feature_missing(self, kind: str) -> np.ndarray | None:
     """[N, width] bool, True in the block of a modality absent from a window, for feature kinds
     that join several modalities (`concat`, `a+b`); None for one modality or `combined`, whose
     values are all measured (probes leave out windows without the modality)."""
-    if kind == "combined":
-      return None
-    mods = MODALITIES if kind == "concat" else tuple(kind.split("+"))
-    if len(mods) == 1:
+    mods = self._modalities(kind)
+    if kind == "combined" or len(mods) == 1:
       return None
     return np.concatenate([np.repeat(~self.present[m][:, None], self.emb[m].shape[1], axis=1)
                            for m in mods], axis=1)
 
   def feature_present(self, kind: str) -> np.ndarray:
     """[N] bool: the window has at least one of the modalities that `kind` uses."""
-    mods = MODALITIES if kind in ("concat", "combined") else tuple(kind.split("+"))
-    return np.any([self.present[m] for m in mods], axis=0)
+    return np.any([self.present[m] for m in self._modalities(kind)], axis=0)
 
   def subset(self, index: np.ndarray) -> EmbeddingSet:
     """The windows selected by an integer index or boolean mask, in that order."""

@@ -339,7 +339,7 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
     missing = np.asarray(missing, bool)
     if missing.shape != x.shape:
       raise ValueError(f"missing mask shape {missing.shape} != features shape {x.shape}")
-    x = np.where(missing, np.nan, x.astype(np.float64 if x.dtype == np.float64 else np.float32))
+    x = np.where(missing, np.nan, x)
   bad = ~np.isfinite(x)
   if missing is not None:
     bad &= ~missing
