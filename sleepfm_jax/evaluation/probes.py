@@ -360,10 +360,11 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     folds = tqdm(folds, desc=f"{task}/{feature}@{label_fraction:g}", leave=False)
+  fold_scaler = config.scaler == "fold"
   for f, (train, test) in enumerate(folds):
+    scaler_fit = plan.pools[f] if fold_scaler else train  # windows whose statistics scale the fold
     info: dict[str, Any] = {"fold": f, "n_train": int(len(train)), "n_test": int(len(test)),
-                            "n_scaler": int(len(plan.pools[f] if config.scaler == "fold"
-                                                else train)),
+                            "n_scaler": int(len(scaler_fit)),
                             "n_train_subjects": int(len(np.unique(sl[train]))),
                             "n_test_subjects": int(len(np.unique(sl[test])))}
     present = np.unique(yl[train])
@@ -379,8 +380,7 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
       fold_info.append(info)
       continue
     inner = _inner_folds(train, sl, yl, config)
-    fold_scaler = config.scaler == "fold"
-    xtrain, xtest = _standardise(xl[plan.pools[f] if fold_scaler else train], xl[train], xl[test])
+    xtrain, xtest = _standardise(xl[scaler_fit], xl[train], xl[test])
     c, scores, inner_nc = _select_c(xtrain if fold_scaler else xl[train], yl[train], inner, k,
                                     fitter, scaled=fold_scaler)
     if c is None:
