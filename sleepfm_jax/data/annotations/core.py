@@ -1,17 +1,8 @@
-"""Sleep-stage hypnograms and scored events → per-epoch stage and SDB labels.
+"""The format-independent half of annotation reading: vocabularies, `Annotations`, SDB labels.
 
-Three sources are read into one `Annotations` object:
-
-* EDF+ annotation files (TAL), e.g. Sleep-EDF `*-Hypnogram.edf` (R&K: `Sleep stage W|1|2|3|4|R|?`,
-  `Movement time`) or AASM exports (`Sleep stage N1`, `N2`, `REM`, `Wake`, ...), with events such as
-  `Obstructive apnea`, `Hypopnea`, `Arousal`, `SpO2 desaturation`. Stage annotations are runs
-  (onset, duration, label) and are expanded into 30-s epochs.
-* WFDB `.st` annotation files (MIT-BIH polysomnographic database): one annotation per 30-s epoch
-  whose aux note is a stage token (`W 1 2 3 4 R`, `MT`/`M`) followed by event codes (`H HA OA X CA
-  CAA` are respiratory, `L LA A` are movements/arousals); each code becomes an `Event` covering that
-  epoch.
-* CSV/TSV files with a `onset,duration,label` header and optional
-  `# respiratory_scored: true|false`.
+Format readers (one module each in this package) turn a file into stage runs and events; this
+module expands stage runs into `epoch_len` epochs, classifies free-text labels, and computes
+per-epoch SDB labels and crops.
 
 Stages map to the 5 AASM classes `STAGES` (R&K 3 and 4 → N3); unscored epochs (`?`), movement
 time and gaps between stage runs get -1 and are counted by reason in `Annotations.excluded`. The
@@ -23,10 +14,8 @@ invented 0).
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
 import math
-import os
 import re
 from collections.abc import Iterable, Sequence
 
@@ -44,7 +33,6 @@ EVENT_KINDS = (
 RESPIRATORY_KINDS = frozenset(
     {"obstructive_apnea", "central_apnea", "mixed_apnea", "apnea", "hypopnea"}
 )
-ANNOTATION_FORMATS = ("edf", "wfdb", "csv")
 
 # --- stage labels -----------------------------------------------------------------------------
 
@@ -278,169 +266,6 @@ def from_records(
       respiratory_scored=bool(respiratory_scored),
       source=source,
   )
-
-
-# --- readers ----------------------------------------------------------------------------------
-
-
-def _read_edf(path: str) -> Annotations:
-  import edfio  # pylint: disable=import-outside-toplevel
-
-  from sleepfm_jax.data.edf import ANNOTATION_LABEL, read_edf_header  # pylint: disable=C0415
-
-  header = read_edf_header(path)
-  if not header.annotation_signals:
-    raise PSGError(path, f"no '{ANNOTATION_LABEL}' signal: not an EDF+ annotation file")
-  try:
-    anns = edfio.read_edf(path, header_encoding="latin-1").annotations
-  except Exception as e:
-    raise PSGError(path, f"malformed EDF+ annotations: {e}", ANNOTATION_LABEL) from e
-  return from_records(((a.onset, a.duration, a.text) for a in anns), path)
-
-
-# MIT-BIH polysomnographic database (.st) event codes.
-SLPDB_EVENT_CODES = {
-    "H": "hypopnea", "HA": "hypopnea",
-    "OA": "obstructive_apnea", "X": "obstructive_apnea",
-    "CA": "central_apnea", "CAA": "central_apnea",
-    "L": "leg_movement", "LA": "leg_movement",
-    "A": "arousal",
-}
-_SLPDB_STAGES = {"W", "1", "2", "3", "4", "R", "MT", "M"}
-
-
-def _read_wfdb(path: str, epoch_len: float) -> Annotations:
-  import wfdb  # pylint: disable=import-outside-toplevel
-
-  from sleepfm_jax.data.wfdb_io import quiet_wfdb  # pylint: disable=import-outside-toplevel
-
-  record, ext = os.path.splitext(path)
-  if not os.path.isfile(path):
-    raise PSGError(path, "file not found")
-  try:
-    with quiet_wfdb():
-      ann = wfdb.rdann(record, ext.lstrip("."))
-  except Exception as e:
-    raise PSGError(path, f"cannot read WFDB annotations: {e}") from e
-  fs = ann.fs
-  if not fs and os.path.isfile(record + ".hea"):
-    with quiet_wfdb():
-      fs = wfdb.rdheader(record).fs
-  if not fs:
-    raise PSGError(path, "sampling frequency unknown (no fs in the file and no .hea header)")
-  times = np.asarray(ann.sample, dtype=np.float64) / float(fs)
-  notes = [(n or "").split() for n in (ann.aux_note or [""] * len(times))]
-  keep = [i for i, toks in enumerate(notes) if toks and toks[0] in _SLPDB_STAGES]
-  if not keep:
-    raise PSGError(path, "no sleep-stage annotations (aux notes starting with W 1 2 3 4 R MT)")
-  t = times[keep]
-  idx = np.round((t - t[0]) / epoch_len).astype(np.int64)
-  # The annotations sit on a 30-s grid up to a sample (e.g. samples 1, 7500, 15000, ...).
-  epoch_onset = float(np.median(t - idx * epoch_len))
-  records = []
-  for i, k in zip(keep, idx, strict=True):
-    onset = epoch_onset + float(k) * epoch_len
-    stage, *codes = notes[i]
-    records.append((onset, epoch_len, "MT" if stage == "M" else stage))
-    for code in codes:
-      # A few notes run codes together ("LLL"); split a repeated known code.
-      parts = [code] if code in SLPDB_EVENT_CODES or not re.fullmatch(r"L+", code) else list(code)
-      for part in parts:
-        records.append((onset, epoch_len, part))
-  ann_obj = from_records(
-      ((o, d, lab) for o, d, lab in records if stage_code(lab) is not None),
-      path, respiratory_scored=True, epoch_len=epoch_len,
-  )
-  ann_obj.events = [
-      Event(o, d, SLPDB_EVENT_CODES.get(lab, "other"), lab)
-      for o, d, lab in records
-      if stage_code(lab) is None
-  ]
-  return ann_obj
-
-
-_TRUE = {"true", "yes", "1"}
-_FALSE = {"false", "no", "0"}
-
-
-def _read_csv(path: str, epoch_len: float) -> Annotations:
-  if not os.path.isfile(path):
-    raise PSGError(path, "file not found")
-  with open(path, newline="", encoding="utf-8-sig") as f:
-    lines = f.read().splitlines()
-  scored = None
-  body = []
-  for lineno, line in enumerate(lines, 1):
-    stripped = line.strip()
-    if not stripped:
-      continue
-    if stripped.startswith("#"):
-      m = re.match(r"#\s*respiratory_scored\s*[:=]\s*(\S+)", stripped, re.I)
-      if m:
-        value = m.group(1).lower()
-        if value not in _TRUE | _FALSE:
-          raise PSGError(path, f"line {lineno}: respiratory_scored must be true or false")
-        scored = value in _TRUE
-      continue
-    body.append((lineno, line))
-  if not body:
-    raise PSGError(path, "empty annotation file (no header row)")
-  delimiter = "\t" if "\t" in body[0][1] else ","
-  rows = list(csv.reader([line for _, line in body], delimiter=delimiter))
-  header = [c.strip().lower() for c in rows[0]]
-  if not {"onset", "duration", "label"} <= set(header):
-    raise PSGError(
-        path, f"line {body[0][0]}: expected a header with onset, duration, label; got {rows[0]}"
-    )
-  col = {name: header.index(name) for name in ("onset", "duration", "label")}
-  records = []
-  for (lineno, _), row in zip(body[1:], rows[1:], strict=True):
-    try:
-      onset = float(row[col["onset"]])
-      dur_text = row[col["duration"]].strip()
-      duration = float(dur_text) if dur_text else 0.0
-      label = row[col["label"]]
-    except (IndexError, ValueError):
-      raise PSGError(path, f"line {lineno}: cannot parse {row}") from None
-    if duration < 0:
-      raise PSGError(path, f"line {lineno}: negative duration {duration}")
-    records.append((onset, duration, label))
-  return from_records(records, path, respiratory_scored=scored, epoch_len=epoch_len)
-
-
-def annotation_format(path: str | os.PathLike) -> str | None:
-  """"edf", "wfdb" or "csv" by file name, or None when the extension is not an annotation format."""
-  ext = os.path.splitext(os.fspath(path))[1].lower()
-  return {".edf": "edf", ".st": "wfdb", ".csv": "csv", ".tsv": "csv"}.get(ext)
-
-
-def read_annotations(
-    path: str | os.PathLike, fmt: str = "auto", epoch_len: float = EPOCH_SECONDS
-) -> Annotations:
-  """Reads an annotation file: EDF+ TAL (`.edf`), WFDB (`.st`) or CSV/TSV (`.csv`, `.tsv`).
-
-  Args:
-    path: the annotation file.
-    fmt: "auto" (by extension), "edf", "wfdb" or "csv" (CSV or TSV, detected from the header).
-    epoch_len: epoch length in seconds.
-
-  Raises:
-    PSGError: unknown format, unreadable file, or no stage annotations.
-  """
-  path = os.fspath(path)
-  if fmt == "auto":
-    fmt = annotation_format(path)
-    if fmt is None:
-      raise PSGError(
-          path, "unknown annotation file extension; supported: .edf (EDF+), .st (WFDB), .csv, .tsv"
-      )
-  if fmt == "edf":
-    return _read_edf(path)
-  if fmt == "wfdb":
-    return _read_wfdb(path, epoch_len)
-  if fmt in ("csv", "tsv"):
-    return _read_csv(path, epoch_len)
-  raise PSGError(path, f"unknown annotation format {fmt!r}; one of {ANNOTATION_FORMATS}")
 
 
 # --- labels per epoch -------------------------------------------------------------------------
