@@ -228,7 +228,7 @@ def test_csv_errors(tmp_path, text, message):
 
 def test_unknown_annotation_format(tmp_path):
   with pytest.raises(PSGError, match="unknown annotation file extension"):
-    read_annotations(tmp_path / "a.xml")
+    read_annotations(tmp_path / "a.foo")
   with pytest.raises(PSGError, match="file not found"):
     read_annotations(tmp_path / "a.csv")
 

@@ -27,8 +27,11 @@ from sleepfm_jax.data.annotations.core import (  # noqa: F401  (the package's pu
     GAP_REASON,
     RESPIRATORY_KINDS,
     STAGES,
+    STRICT_TOLERANCE,
     Annotations,
     Event,
+    StageRun,
+    assemble,
     crop_to_duration,
     event_kind,
     exclusion_reason,
@@ -56,18 +59,18 @@ ANNOTATION_FORMATS = tuple(FORMATS)
 ANNOTATION_EXTENSIONS = tuple(sorted({e for m in FORMATS.values() for e in m.EXTENSIONS}))
 
 
-def annotation_format(path: str | os.PathLike) -> str | None:
-  """The format name of an annotation file by its extension (and content, where formats share an
-  extension), or None when the extension is not an annotation format."""
-  path = os.fspath(path)
+def _candidates(path: str) -> list[ModuleType]:
   ext = os.path.splitext(path)[1].lower()
-  candidates = [m for m in FORMATS.values() if ext in m.EXTENSIONS]
-  if len(candidates) <= 1:
-    return candidates[0].FORMAT if candidates else None
-  for m in candidates:
-    if m.sniff(path):
-      return m.FORMAT
-  return candidates[0].FORMAT  # its reader names what is wrong with the file
+  return [m for m in FORMATS.values() if ext in m.EXTENSIONS]
+
+
+def annotation_format(path: str | os.PathLike) -> str | None:
+  """The format name of an annotation file by its extension (and, where formats share an
+  extension, its content), or None when no format reads it."""
+  candidates = _candidates(os.fspath(path))
+  if len(candidates) == 1:
+    return candidates[0].FORMAT
+  return next((m.FORMAT for m in candidates if m.sniff(os.fspath(path))), None)
 
 
 def read_annotations(
@@ -86,10 +89,16 @@ def read_annotations(
   """
   path = os.fspath(path)
   if fmt == "auto":
-    fmt = annotation_format(path)
-    if fmt is None:
+    candidates = _candidates(path)
+    if not candidates:
       raise PSGError(path, "unknown annotation file extension; supported: "
                      + ", ".join(ANNOTATION_EXTENSIONS))
+    if not os.path.isfile(path):
+      raise PSGError(path, "file not found")
+    fmt = annotation_format(path)
+    if fmt is None:
+      raise PSGError(path, "content matches none of the annotation formats of its extension ("
+                     + ", ".join(m.FORMAT for m in candidates) + ")")
   if fmt == "tsv":
     fmt = "csv"
   if fmt not in FORMATS:

@@ -17,7 +17,7 @@ import collections
 import dataclasses
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,12 +42,23 @@ _STAGE_TOKENS = {
     "2": 2, "n2": 2, "s2": 2,
     "3": 3, "4": 3, "n3": 3, "n4": 3, "s3": 3, "s4": 3, "sws": 3,
     "r": 4, "rem": 4, "sr": 4,
+    # NSRR XML ontology terms: the SDO vocabulary of older translator output (e.g. SHHS) and SRO.
+    "sdowakestate": 0, "sdononrapideyemovementsleepn1": 1, "sdononrapideyemovementsleepn2": 2,
+    "sdononrapideyemovementsleepn3": 3, "sdononrapideyemovementsleepn4": 3,
+    "sdorapideyemovementsleep": 4,
+    "srowake": 0, "srostage1sleep": 1, "srostage2sleep": 2, "srostage3sleep": 3,
+    "srostage4sleep": 3, "srorapideyemovement": 4,
 }
 _EXCLUDED_TOKENS = {
     "?": "unscored '?'",
     "unscored": "unscored", "unknown": "unscored", "notscored": "unscored", "ns": "unscored",
+    "srounscoredepoch": "unscored",
     "movementtime": "movement time", "movement": "movement time", "mt": "movement time",
+    "sromovementtime": "movement time",
 }
+# Reasons for stage labels that readers place with an explicit code -1 (never read as stages from
+# free text, where "Artifact" is an event).
+_READER_REASONS = {"artifact": "artifact", "sroartifactepoch": "artifact"}
 GAP_REASON = "unscored (gap)"
 CONFLICT_REASON = "conflicting stage annotations"
 
@@ -81,7 +92,8 @@ def exclusion_reason(raw: str, stage: int = -1) -> str:
   code = stage_code(raw)
   if code is not None and code >= 0:
     return CONFLICT_REASON if stage < 0 else ""
-  return _EXCLUDED_TOKENS.get(_stage_key(raw), "unscored")
+  key = _stage_key(raw)
+  return _EXCLUDED_TOKENS.get(key) or _READER_REASONS.get(key, "unscored")
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -152,6 +164,10 @@ class Annotations:
     events: scored events, onset-sorted.
     respiratory_scored: whether the source scores respiratory events (False: SDB labels are -1).
     source: the annotation file.
+    unknown: label → count of annotations whose label the format's vocabulary does not know; they
+      are kept as events of kind "other" (never mapped to a stage or an event kind by guessing).
+    issues: problems found while reading that did not stop it (overlapping stage runs, a record
+      with no respiratory scoring, ...), each naming its position; copied into reports.
   """
 
   epoch_onset: float
@@ -161,6 +177,8 @@ class Annotations:
   events: list[Event]
   respiratory_scored: bool
   source: str
+  unknown: dict[str, int] = dataclasses.field(default_factory=dict)
+  issues: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def n_epochs(self) -> int:
@@ -188,6 +206,8 @@ class Annotations:
         "excluded": dict(self.excluded),
         "events": dict(sorted(kinds.items())),
         "respiratory_scored": self.respiratory_scored,
+        "unknown": dict(self.unknown),
+        "issues": list(self.issues),
     }
 
 
@@ -198,63 +218,127 @@ def _count_excluded(stages: np.ndarray, stage_raw: Sequence[str]) -> dict[str, i
   return dict(sorted(counts.items()))
 
 
+@dataclasses.dataclass(frozen=True)
+class StageRun:
+  """A stage annotation: `code` (0..4, or -1 for an excluded stage such as movement time) holds
+  from `onset` for `duration` seconds; `raw` is its label in the file; `where` says where in the
+  file it is (e.g. "line 812"), for messages."""
+
+  onset: float
+  duration: float
+  code: int
+  raw: str
+  where: str = ""
+
+
+# A stage run of a format that scores whole epochs (XML, CinC) may be off a whole number of epochs
+# by this fraction of an epoch (rounding of written times); more is an error.
+STRICT_TOLERANCE = 1e-3
+
+
 def from_records(
-    records: Iterable[tuple[float, float | None, str]],
+    records: Iterable[tuple],
     source: str,
     respiratory_scored: bool | None = None,
     epoch_len: float = EPOCH_SECONDS,
 ) -> Annotations:
-  """Builds `Annotations` from (onset, duration, label) records (stage runs and events mixed).
+  """Builds `Annotations` from (onset, duration, label[, where]) records (stages and events mixed).
 
-  Stage runs are expanded into `epoch_len` epochs on the grid that starts at the first stage
-  onset; a run with no duration, or shorter than an epoch, labels one epoch. Epochs no stage run covers are -1 ("unscored (gap)");
-  epochs covered by runs with different stages are -1 ("conflicting stage annotations"). Other
-  labels become `Event`s. `respiratory_scored=None` means: scored iff any respiratory event exists.
-
-  Raises:
-    PSGError: a stage run not on the epoch grid, or no stage annotation at all.
+  Free-text labels are classified with `stage_code` and `event_kind`; see `assemble` for how stage
+  runs become epochs. A stage run with no duration, or shorter than an epoch, labels one epoch.
+  `respiratory_scored=None` means: scored iff any respiratory event exists.
   """
   runs, events = [], []
-  for onset, duration, label in records:
+  for onset, duration, label, *where in records:
     label = label.strip()
     if not label:
       continue
     dur = float(duration) if duration else 0.0
-    if stage_code(label) is not None:
-      runs.append((float(onset), dur, label))
+    code = stage_code(label)
+    if code is not None:
+      runs.append(StageRun(float(onset), dur, code, label, where[0] if where else ""))
     else:
       events.append(Event(float(onset), dur, event_kind(label), label))
+  return assemble(runs, events, source, respiratory_scored=respiratory_scored,
+                  epoch_len=epoch_len)
+
+
+def _place(run: StageRun, epoch_onset: float, epoch_len: float, strict: bool,
+           source: str) -> tuple[int, int]:
+  """(first epoch, number of epochs) of a stage run on the grid that starts at `epoch_onset`."""
+  at = f"{run.where}: " if run.where else ""
+  pos = (run.onset - epoch_onset) / epoch_len
+  first = int(round(pos))
+  if abs(pos - first) * epoch_len > 1.0:
+    raise PSGError(source, f"{at}stage annotation '{run.raw}' at {run.onset:g} s is not on the "
+                   f"{epoch_len:g}-s epoch grid that starts at {epoch_onset:g} s")
+  n = run.duration / epoch_len
+  if strict:
+    if run.duration <= 0 or abs(n - round(n)) > STRICT_TOLERANCE:
+      raise PSGError(source, f"{at}stage annotation '{run.raw}' at {run.onset:g} s lasts "
+                     f"{run.duration:g} s, not a whole number of {epoch_len:g}-s epochs")
+    return first, int(round(n))
+  count = int(round(n)) if abs(n - round(n)) * epoch_len <= 1.0 else int(math.floor(n))
+  # A stage annotation shorter than an epoch (no duration, or a 1-s marker) labels one epoch.
+  return first, max(count, 1)
+
+
+def _overlap_issue(a: StageRun, b: StageRun, epochs: list[int], epoch_onset: float,
+                   epoch_len: float) -> str:
+  where = lambda r: f" ({r.where})" if r.where else ""
+  t = epoch_onset + epochs[0] * epoch_len
+  what = ("conflicting stages: those epochs are excluded" if a.code != b.code
+          else "same stage: kept")
+  return (f"stage annotations '{a.raw}'{where(a)} and '{b.raw}'{where(b)} overlap on "
+          f"{len(epochs)} epoch(s) from {t:g} s ({what})")
+
+
+def assemble(
+    runs: Sequence[StageRun],
+    events: Sequence[Event],
+    source: str,
+    *,
+    respiratory_scored: bool | None = None,
+    epoch_len: float = EPOCH_SECONDS,
+    strict: bool = False,
+    unknown: Mapping[str, int] | None = None,
+    issues: Sequence[str] = (),
+) -> Annotations:
+  """Builds `Annotations` from stage runs and events a format reader has classified.
+
+  Stage runs are expanded into `epoch_len` epochs on the grid that starts at the first stage onset.
+  Epochs no stage run covers are -1 ("unscored (gap)"); epochs covered by runs with different
+  stages are -1 ("conflicting stage annotations"). Every overlap of two runs is listed in
+  `issues`, naming both. With `strict` (formats that score whole epochs), a run must last a whole
+  number of epochs. `respiratory_scored=None` means: scored iff any respiratory event exists.
+
+  Raises:
+    PSGError: no stage run at all, a run off the epoch grid, or (strict) not a whole number of
+      epochs; the message names the run's position when the reader gave it.
+  """
   if not runs:
     raise PSGError(source, "no sleep-stage annotations found")
-  runs.sort(key=lambda r: r[0])
-  epoch_onset = runs[0][0]
-  placed = []
-  for onset, dur, label in runs:
-    pos = (onset - epoch_onset) / epoch_len
-    first = int(round(pos))
-    if abs(pos - first) * epoch_len > 1.0:
-      raise PSGError(
-          source,
-          f"stage annotation '{label}' at {onset:g} s is not on the {epoch_len:g}-s epoch grid "
-          f"that starts at {epoch_onset:g} s",
-      )
-    n = dur / epoch_len
-    count = int(round(n)) if abs(n - round(n)) * epoch_len <= 1.0 else int(math.floor(n))
-    # A stage annotation shorter than an epoch (no duration, or a 1-s marker) labels one epoch.
-    placed.append((first, max(count, 1), label))
+  runs = sorted(runs, key=lambda r: r.onset)
+  epoch_onset = runs[0].onset
+  placed = [(*_place(r, epoch_onset, epoch_len, strict, source), r) for r in runs]
   n_epochs = max(first + count for first, count, _ in placed)
   stages = np.full(n_epochs, -1, dtype=np.int8)
   stage_raw = [""] * n_epochs
+  owner: list[int | None] = [None] * n_epochs
   conflict = np.zeros(n_epochs, dtype=bool)
-  for first, count, label in placed:
-    code = stage_code(label)
+  shared: dict[tuple[int, int], list[int]] = collections.defaultdict(list)
+  for i, (first, count, run) in enumerate(placed):
     for k in range(first, first + count):
-      if stage_raw[k] and stage_code(stage_raw[k]) != code:
-        conflict[k] = True
-      stage_raw[k] = label
-      stages[k] = code
+      j = owner[k]
+      if j is not None:
+        shared[(j, i)].append(k)
+        if placed[j][2].code != run.code:
+          conflict[k] = True
+      owner[k], stage_raw[k], stages[k] = i, run.raw, run.code
   stages[conflict] = -1
-  events.sort(key=lambda e: (e.onset, e.duration, e.raw))
+  issues = list(issues) + [_overlap_issue(placed[j][2], placed[i][2], ks, epoch_onset, epoch_len)
+                           for (j, i), ks in shared.items()]
+  events = sorted(events, key=lambda e: (e.onset, e.duration, e.raw))
   if respiratory_scored is None:
     respiratory_scored = any(e.kind in RESPIRATORY_KINDS for e in events)
   return Annotations(
@@ -265,6 +349,8 @@ def from_records(
       events=events,
       respiratory_scored=bool(respiratory_scored),
       source=source,
+      unknown=dict(sorted((unknown or {}).items())),
+      issues=issues,
   )
 
 
@@ -331,13 +417,12 @@ def crop_to_duration(
     events.append(dataclasses.replace(e, onset=onset, duration=min(end, duration_s) - onset))
   stages = ann.stages[k0:k1].copy()
   stage_raw = ann.stage_raw[k0:k1]
-  cropped = Annotations(
+  cropped = dataclasses.replace(
+      ann,
       epoch_onset=float(ann.epoch_onset + k0 * epoch_len),
       stages=stages,
       stage_raw=stage_raw,
       excluded=_count_excluded(stages, stage_raw),
       events=events,
-      respiratory_scored=ann.respiratory_scored,
-      source=ann.source,
   )
   return cropped, dict(sorted(counts.items()))
