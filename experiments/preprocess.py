@@ -24,6 +24,9 @@ _MANIFEST = flags.DEFINE_string("manifest", None, "Manifest CSV; replaces --inpu
 _OUTPUT = flags.DEFINE_string("output", None, "Output store folder.", required=True)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing store at --output.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_SDB_FOR = flags.DEFINE_multi_string(
+    "sdb_scored_for", [], "RECORDING_ID_OR_FOLDER=auto|yes|no: whether respiratory events were "
+    "scored, for one recording or every recording under a folder (repeatable).")
 
 
 def main(argv):
@@ -31,7 +34,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _INPUT.value and not _MANIFEST.value:
     raise app.UsageError("give --input or --manifest")
-  cfg = pp.PreprocessConfig.from_dict(_CONFIG.value.to_dict())
+  settings = _CONFIG.value.to_dict()
+  pairs = [v.rsplit("=", 1) for v in _SDB_FOR.value]
+  if any(len(pair) != 2 for pair in pairs):
+    raise app.UsageError("--sdb_scored_for takes RECORDING_ID_OR_FOLDER=auto|yes|no")
+  settings["sdb_scored_for"] = {**settings.get("sdb_scored_for", {}), **dict(pairs)}
+  cfg = pp.PreprocessConfig.from_dict(settings)
   inputs = _INPUT.value or None
   specs, unpaired = discovery.discover(inputs, manifest=_MANIFEST.value)
   print(f"found {len(specs)} recording(s), {len(unpaired)} unpaired file(s)")

@@ -66,7 +66,7 @@ def test_pairing_rules(tmp_path):
   }
   rel = [(p[len(str(tmp_path)) + 1:], reason) for p, reason in unpaired]
   assert rel == [
-      ("notes.xml", "unsupported annotation format (XML)"),
+      ("notes.xml", "annotation file without a matching signal file"),
       ("orphan.csv", "annotation file without a matching signal file"),
       ("other/sub-003_night-1.edf",
        f"duplicate recording id 'sub-003_night-1' (also {tmp_path}/sub-003_night-1.edf)"),

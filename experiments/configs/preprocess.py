@@ -6,6 +6,9 @@ Presets:
             night counts as scored for respiratory events (also those with no event at all).
   sleepedf  montage "sleepedf" (Fpz-Cz, Pz-Oz, EOG, Chin; Airflow): Sleep-EDF cassette recordings.
   paper     the original SleepFM: montage "paper", no normalisation (raw physical units), float32.
+  shhs, mesa, mros, cfs, chat, ccshs, cinc2018, slpdb
+            as default with that cohort preset (`sleepfm_jax.data.cohorts`: channel labels,
+            expected rates and units) and its montage ("paper" for cinc2018).
 
 Any field can be overridden on the command line, e.g. `--config.workers=4 --config.dtype=float32`.
 The fields are those of `sleepfm_jax.data.preprocess.PreprocessConfig` (see docs/store.md).
@@ -13,7 +16,10 @@ The fields are those of `sleepfm_jax.data.preprocess.PreprocessConfig` (see docs
 
 import ml_collections
 
-PRESETS = ("default", "synthetic", "sleepedf", "paper")
+from sleepfm_jax.data import cohorts
+
+COHORTS = tuple(c for c in cohorts.PRESETS if c != "sleepedf")  # "sleepedf" is the preset below
+PRESETS = ("default", "synthetic", "sleepedf", "paper", *COHORTS)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -31,6 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.filters = ml_collections.ConfigDict()
   c.drop_unscored = True
   c.sdb_scored = "auto"
+  c.sdb_scored_for = ml_collections.ConfigDict()  # {recording id or folder: "auto"|"yes"|"no"}
+  c.cohort = ""  # a name of sleepfm_jax.data.cohorts.PRESETS
   c.workers = 1
   c.flat_tol = 1e-6
   c.clip_fraction = 0.5
@@ -43,4 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.montage = "paper"
     c.normalise = "none"
     c.dtype = "float32"  # raw physical units: keep full precision
+  elif preset in COHORTS:
+    c.cohort = preset
+    c.montage = cohorts.PRESETS[preset].montage
   return c

@@ -2,14 +2,20 @@
 
 Pairing rules (same folder only), in order of preference:
 
-* WFDB `rec.hea` ↔ `rec.st`, else `rec.csv` / `rec.tsv`.
+* WFDB `rec.hea` ↔ `rec.st`, else `rec.arousal` (CinC-2018), `rec.csv` / `rec.tsv`.
 * Sleep-EDF `SC4ssNE0-PSG.edf` ↔ `SC4ssNE?-Hypnogram.edf` (the hypnogram's 8th character names the
   scorer and differs from the PSG's); the same for the telemetry study `ST7ssNJ0-PSG.edf`.
 * Any EDF `stem.edf` ↔ `stem-annotations.edf`, `stem_annotations.edf`, `stem-Hypnogram.edf`,
-  `stem.csv`, `stem.tsv` (a `-PSG` suffix is dropped from the stem first).
+  `stem.csv`, `stem.tsv`, `stem-nsrr.xml`, `stem-profusion.xml`, `stem.xml` (a `-PSG` suffix is
+  dropped from the stem first).
+* NSRR cohort layout (across folders, see `cohorts.layout_annotations`):
+  `.../edfs/<visit>/<id>.edf` ↔ `.../annotations-events-nsrr/<visit>/<id>-nsrr.xml`, else
+  `.../annotations-events-profusion/<visit>/<id>-profusion.xml`; the unused Profusion file is
+  reported ("NSRR XML is preferred over Profusion XML").
 
 Subject ids: Sleep-EDF `SC4ssN…` → `SCss` and `ST7ssN…` → `STss` (the two studies have different
-subjects with overlapping numbers); slpdb `slp01a`/`slp01b` → `slp01`; BIDS-like `sub-003_night-1`
+subjects with overlapping numbers); SHHS `shhs1-200001`/`shhs2-200001` → `shhs-200001` (MrOS,
+CHAT visits likewise, `cohorts.subject_id`); slpdb `slp01a`/`slp01b` → `slp01`; BIDS-like `sub-003_night-1`
 → `sub-003`; anything else → its recording id (one recording per subject).
 
 A manifest CSV (`signal_path,annotation_path,subject_id[,recording_id]`, paths relative to the
@@ -25,6 +31,8 @@ import pathlib
 import re
 from collections.abc import Iterable
 
+from sleepfm_jax.data import cohorts
+from sleepfm_jax.data.annotations import ANNOTATION_EXTENSIONS
 from sleepfm_jax.data.errors import PSGError
 
 # Reason given for an annotation file left unused because another file of the same recording (e.g.
@@ -47,7 +55,6 @@ _SLEEPEDF = re.compile(r"^(S[CT])(\d)(\d{2})(\d)([A-Z])(\d)-PSG$", re.I)
 _SLPDB = re.compile(r"^(slp\d+)[a-z]?$", re.I)
 _BIDS = re.compile(r"^(sub-[A-Za-z0-9]+)(?:[_-].*)?$")
 _UNSUPPORTED = {
-    ".xml": "unsupported annotation format (XML)",
     ".bdf": "unsupported signal format (BDF)",
     ".rec": "unsupported signal file extension .rec (rename EDF files to .edf)",
 }
@@ -61,6 +68,9 @@ def recording_id_for(signal_path: str | os.PathLike) -> str:
 
 def subject_id_for(recording_id: str) -> str:
   """Subject id by the naming rules in the module docstring."""
+  cohort_subject = cohorts.subject_id(recording_id)
+  if cohort_subject:
+    return cohort_subject
   m = re.match(r"^(S[CT])\d(\d{2})\d", recording_id, re.I)
   if m:
     return f"{m.group(1).upper()}{m.group(2)}"
@@ -120,7 +130,7 @@ def _classify(f: pathlib.Path) -> str | None:
     if _ANNOTATION_EDF.search(f.stem) or _is_annotation_only_edf(f):
       return "annotation"
     return "signal"
-  if ext in (".st", ".csv", ".tsv"):
+  if ext in ANNOTATION_EXTENSIONS:
     return "annotation"
   return _UNSUPPORTED.get(ext)
 
@@ -133,7 +143,7 @@ def _annotation_candidates(signal: pathlib.Path, pool: dict[pathlib.Path, str]) 
   ext = signal.suffix.lower()
   wanted: list[str] = []
   if ext == ".hea":
-    wanted += [f"{stem}.st", f"{stem}.csv", f"{stem}.tsv"]
+    wanted += [f"{stem}.st", f"{stem}.arousal", f"{stem}.csv", f"{stem}.tsv"]
   else:
     base = recording_id_for(signal)
     m = _SLEEPEDF.match(stem)
@@ -145,13 +155,13 @@ def _annotation_candidates(signal: pathlib.Path, pool: dict[pathlib.Path, str]) 
       )
     for s in dict.fromkeys([stem, base]):
       wanted += [f"{s}-annotations.edf", f"{s}_annotations.edf", f"{s}-hypnogram.edf",
-                 f"{s}.csv", f"{s}.tsv"]
+                 f"{s}.csv", f"{s}.tsv", f"{s}-nsrr.xml", f"{s}-profusion.xml", f"{s}.xml"]
   out = []
   for w in wanted:
     path = names.get(w.lower())
     if path and path not in out:
       out.append(path)
-  return out
+  return out + [str(p) for p in cohorts.layout_annotations(signal) if str(p) not in out]
 
 
 def _from_manifest(manifest: str) -> tuple[list[RecordingSpec], list[tuple[str, str]]]:
@@ -241,14 +251,16 @@ def discover(
     candidates = [c for c in pairs[sig] if c not in used]
     ann = candidates[0] if candidates else None
     for other in candidates[1:]:
-      used[other] = f"{ALTERNATE} {ann} was preferred for {sig}"
+      used[other] = (f"{ALTERNATE} {ann} was preferred for {sig}"
+                     + cohorts.preference_note(ann, other))
     if ann is None and require_annotations:
       unpaired.append((str(sig), "no annotation file found"))
       continue
     if ann is not None:
       used[ann] = ""
     specs[rid] = RecordingSpec(rid, subject_id_for(rid), str(sig), ann)
-  for path in map(str, explicit):
+  # Alternates found through a cohort layout are reported even outside the folders searched.
+  for path in sorted(set(map(str, explicit)) | {p for p, why in used.items() if why}):
     reason = used.get(path)
     if reason is None:
       unpaired.append((path, "annotation file without a matching signal file"))

@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
+import pathlib
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from sleepfm_jax.data import annotations as ann_lib
-from sleepfm_jax.data import discovery
+from sleepfm_jax.data import cohorts, discovery
 from sleepfm_jax.data import signal as sig
 from sleepfm_jax.data import windowing
 from sleepfm_jax.data.channels import MODALITIES, MONTAGES, Montage, harmonise
@@ -55,6 +56,11 @@ class PreprocessConfig:
       a channel's Nyquist frequency is dropped for that channel and noted in the report.
     drop_unscored: drop windows whose stage is excluded/unscored (the original does).
     sdb_scored: "auto" (the annotations say whether respiratory events were scored), "yes" or "no".
+    sdb_scored_for: {recording id or folder: "auto" | "yes" | "no"} overriding `sdb_scored` for
+      one recording, or for every recording whose signal file lies under the folder (the deepest
+      folder wins; a recording id wins over folders).
+    cohort: a preset of `cohorts.PRESETS` ("shhs", "mesa", "cinc2018", ...) or "": its channel
+      labels join `aliases` (yours win) and channels off its expected rates/units are noted.
     workers: recordings processed in parallel (spawned processes; 1 = in this process).
     flat_tol: a window is flat if its peak-to-peak amplitude <= flat_tol x the channel's median one.
     clip_fraction: a window is clipped if more than this fraction of samples sit on the channel's
@@ -72,6 +78,8 @@ class PreprocessConfig:
   filters: dict = dataclasses.field(default_factory=dict)
   drop_unscored: bool = True
   sdb_scored: str = "auto"
+  sdb_scored_for: dict = dataclasses.field(default_factory=dict)
+  cohort: str = ""
   workers: int = 1
   flat_tol: float = 1e-6
   clip_fraction: float = 0.5
@@ -82,6 +90,11 @@ class PreprocessConfig:
       raise ValueError(f"normalise must be 'robust' or 'none', got {self.normalise!r}")
     if self.sdb_scored not in ("auto", "yes", "no"):
       raise ValueError(f"sdb_scored must be 'auto', 'yes' or 'no', got {self.sdb_scored!r}")
+    bad = {k: v for k, v in self.sdb_scored_for.items() if v not in ("auto", "yes", "no")}
+    if bad:
+      raise ValueError(f"sdb_scored_for values must be 'auto', 'yes' or 'no', got {bad}")
+    if self.cohort:
+      cohorts.get(self.cohort)  # validates
     if self.dtype not in ("float16", "float32"):
       raise ValueError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
     if self.workers < 1:
@@ -191,7 +204,8 @@ def process_recording(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writ
   notes: list[str] = []
   rec = open_recording(spec.signal_path)
   labels = [c.label for c in rec.channels]
-  cmap = harmonise(labels, montage, cfg.aliases or None)
+  cmap = harmonise(labels, montage, cohorts.merged_aliases(cfg.cohort, cfg.aliases) or None)
+  notes.extend(cohorts.check(cfg.cohort, rec.channels, cmap))
   if all(raw is None for m in MODALITIES for raw in cmap.assignments[m]):
     raise PSGError(rec.path, f"no channel matches the montage ({montage.to_dict()}); labels in the "
                    f"file: {labels}")
@@ -199,9 +213,14 @@ def process_recording(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writ
 
   ann = _annotations(spec, rec, cfg, notes)
   n_annotated = ann.n_epochs
+  where = os.path.basename(ann.source or rec.path)
+  notes.extend(f"{where}: {issue}" for issue in ann.issues)
   ann, cropped = ann_lib.crop_to_duration(ann, rec.duration, cfg.window_seconds)
   cropped_epochs = {k: v for k, v in cropped.items() if not k.startswith("event: ")}
   cropped_events = sum(v for k, v in cropped.items() if k.startswith("event: "))
+  if cropped_epochs or cropped_events:
+    notes.append(f"{where}: {sum(cropped_epochs.values())} annotated epoch(s) and {cropped_events} "
+                 f"event(s) lie outside the signal (0 to {rec.duration:g} s): not used")
   epochs, seg_of, excluded = _plan(rec, ann, cfg)
   if sum(cropped_epochs.values()):
     excluded[CROPPED] += sum(cropped_epochs.values())
@@ -209,7 +228,10 @@ def process_recording(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writ
   if n == 0:
     raise PSGError(rec.path, f"no complete {cfg.window_seconds:g}-s windows to write "
                    f"(excluded: {dict(excluded)})")
-  scored = {"auto": ann.respiratory_scored, "yes": True, "no": False}[cfg.sdb_scored]
+  mode, why = sdb_scored_mode(cfg, spec)
+  scored = {"auto": ann.respiratory_scored, "yes": True, "no": False}[mode]
+  if not scored:
+    notes.append(f"respiratory events not scored ({why}): SDB labels are -1")
   sdb = ann_lib.sdb_labels(ann.events, ann.epoch_onset, ann.n_epochs, cfg.window_seconds,
                            scored=scored)
 
@@ -282,6 +304,8 @@ def process_recording(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writ
       "cropped_events": cropped_events,
       "stage_counts": meta["stage_counts"],
       "sdb_positive": int(np.count_nonzero(arrays["sdb"] == 1)) if scored else None,
+      "respiratory_scored": bool(scored),
+      "unknown_annotations": dict(ann.unknown),
       "masked_windows": masked,
       "missing_channels": {m: v for m, v in cmap.missing.items() if v},
       "missing_modalities": missing_modalities,
@@ -292,6 +316,22 @@ def process_recording(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writ
       "notes": list(dict.fromkeys(notes)),  # once each, not once per segment
       "seconds": round(time.perf_counter() - t0, 3),
   }
+
+
+def sdb_scored_mode(cfg: PreprocessConfig, spec: discovery.RecordingSpec) -> tuple[str, str]:
+  """("auto" | "yes" | "no", what decided it) for one recording: `sdb_scored_for` by recording id,
+  else by the deepest folder holding its signal file, else `sdb_scored`."""
+  if spec.recording_id in cfg.sdb_scored_for:
+    return cfg.sdb_scored_for[spec.recording_id], f"sdb_scored_for {spec.recording_id!r}"
+  signal = pathlib.Path(os.path.abspath(spec.signal_path))
+  folders = [(len(pathlib.Path(os.path.abspath(k)).parts), k) for k in cfg.sdb_scored_for
+             if pathlib.Path(os.path.abspath(k)) in signal.parents]
+  if folders:
+    key = max(folders)[1]
+    return cfg.sdb_scored_for[key], f"sdb_scored_for {key!r}"
+  if cfg.sdb_scored == "auto":
+    return "auto", "the annotations say so; sdb_scored_for overrides"
+  return cfg.sdb_scored, f"sdb_scored={cfg.sdb_scored!r}"
 
 
 def _process_channel(rec, raw, fs, name, modality, ann, epochs, seg_of, out, j, cfg, notes):
@@ -509,7 +549,9 @@ def summarise(results: Sequence[dict], cfg: PreprocessConfig, unpaired=(), elaps
   excluded: collections.Counter = collections.Counter()
   masked: collections.Counter = collections.Counter()
   stages: collections.Counter = collections.Counter()
+  unknown: collections.Counter = collections.Counter()
   for r in ok:
+    unknown.update(r.get("unknown_annotations", {}))
     excluded.update(r["excluded"])
     stages.update(r["stage_counts"])
     for name, c in r["masked_windows"].items():
@@ -529,6 +571,8 @@ def summarise(results: Sequence[dict], cfg: PreprocessConfig, unpaired=(), elaps
       "stage_counts": {s: int(stages[s]) for s in ann_lib.STAGES},
       "excluded": dict(sorted(excluded.items())),
       "masked_windows": dict(sorted(masked.items())),
+      "unknown_annotations": dict(sorted(unknown.items())),
+      "respiratory_unscored": [r["recording_id"] for r in ok if not r.get("respiratory_scored", 1)],
       "missing_modalities": {r["recording_id"]: r["missing_modalities"] for r in ok
                              if r["missing_modalities"]},
       "skipped": [{k: r[k] for k in ("recording_id", "source", "reason", "traceback")}
@@ -553,6 +597,14 @@ def format_summary(report: Mapping[str, Any]) -> str:
   if report["masked_windows"]:
     lines.append("masked windows per channel: " +
                  ", ".join(f"{k} {v}" for k, v in report["masked_windows"].items()))
+  if report.get("unknown_annotations"):
+    lines.append("unknown annotation labels (kept as 'other', never mapped): " + ", ".join(
+        f"{k!r} {v}" for k, v in report["unknown_annotations"].items()))
+  if report.get("respiratory_unscored"):
+    ids = report["respiratory_unscored"]
+    lines.append(f"respiratory events not scored in {len(ids)} recording(s), SDB labels -1 "
+                 f"(override with sdb_scored_for): {', '.join(ids[:10])}"
+                 + (" ..." if len(ids) > 10 else ""))
   for rid, mods in report["missing_modalities"].items():
     lines.append(f"missing modalities: {rid}: {', '.join(mods)}")
   for s in report["skipped"]:
@@ -560,6 +612,10 @@ def format_summary(report: Mapping[str, Any]) -> str:
   for u in report["unpaired"]:
     if not u["reason"].startswith(discovery.ALTERNATE):
       lines.append(f"unpaired {u['path']}: {u['reason']}")
+  preferred = sum("NSRR XML is preferred" in u["reason"] for u in report["unpaired"])
+  if preferred:
+    lines.append(f"{preferred} Profusion XML file(s) not used: the recording's NSRR XML is "
+                 "preferred")
   if f.get("alternate_annotations"):
     lines.append(f"{f['alternate_annotations']} alternate annotation file(s) not used: another "
                  "file of the same recording's annotations was preferred (listed in report.json)")
