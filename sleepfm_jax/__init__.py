@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 
 def embed(*args, **kwargs):
-  """Embeds PSG recordings with a pretrained checkpoint; see `sleepfm_jax.export.embed`."""
+  """Embeds PSG recordings (files, folders, a window store, or `mne.io.Raw` objects with optional
+  `mne.Annotations`) with a pretrained checkpoint; see `sleepfm_jax.export.embed`."""
   from sleepfm_jax.export import embed as _embed  # pylint: disable=import-outside-toplevel
 
   return _embed(*args, **kwargs)

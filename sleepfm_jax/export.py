@@ -237,10 +237,12 @@ def _is_store(path: str | os.PathLike) -> bool:
     return False
 
 
-def preprocess_like(embedder: Embedder, paths: str | Sequence[str], store_dir: str, *,
-                    manifest: str | None = None, workers: int = 1, progress: bool = True) -> dict:
-  """Preprocesses recordings exactly as the checkpoint's training store was; returns the report."""
-  from sleepfm_jax.data import discovery  # pylint: disable=import-outside-toplevel
+def preprocess_like(embedder: Embedder, paths, store_dir: str, *, manifest: str | None = None,
+                    workers: int = 1, progress: bool = True, annotations=None) -> dict:
+  """Preprocesses recordings exactly as the checkpoint's training store was; returns the report.
+
+  `paths`: files or folders, or MNE Raw objects (with `annotations`, see `embed`)."""
+  from sleepfm_jax.data import discovery, mne_io  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.preprocess import PreprocessConfig, preprocess  # pylint: disable=import-outside-toplevel
 
   meta = embedder.meta
@@ -250,6 +252,9 @@ def preprocess_like(embedder: Embedder, paths: str | Sequence[str], store_dir: s
                   drop_unscored=False)  # embed every window; unscored ones keep stage -1
   known = {f.name for f in dataclasses.fields(PreprocessConfig)}
   config = PreprocessConfig.from_dict({k: v for k, v in settings.items() if k in known})
+  if mne_io.are_raws(paths):
+    config = dataclasses.replace(config, workers=1)  # the Raw objects stay in this process
+    return preprocess(mne_io.specs_for(paths, annotations), store_dir, config, progress=progress)
   paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
   specs, unpaired = discovery.discover([str(p) for p in paths], manifest=manifest)
   if not specs:
@@ -258,26 +263,31 @@ def preprocess_like(embedder: Embedder, paths: str | Sequence[str], store_dir: s
   return preprocess(specs, store_dir, config, unpaired=unpaired, progress=progress)
 
 
-def embed(paths: str | Sequence[str], checkpoint: str, *, out_dir: str | None = None,
+def embed(paths, checkpoint: str, *, annotations=None, out_dir: str | None = None,
           batch_size: int = 64, manifest: str | None = None, workers: int = 1,
           progress: bool = True) -> emb_format.EmbeddingSet:
-  """Embeds PSG files, folders or a window store with a checkpoint; returns an `EmbeddingSet`.
+  """Embeds PSG files, folders, a window store or MNE Raw objects; returns an `EmbeddingSet`.
 
   Files are preprocessed like the checkpoint's training data (into a temporary store unless
   `out_dir` is given, which then also keeps the store under `out_dir/store` and the embedding files
   under `out_dir/embeddings`). Recordings that cannot be read are reported and skipped, as in
-  `experiments/preprocess.py`.
+  `experiments/preprocess.py`. `paths` may also be an `mne.io.Raw` (or a list of them, as YASA and
+  MNE users hold nights) with `annotations` an `mne.Annotations` (or one per Raw; default: each
+  Raw's own annotations), read through `data.mne_io`.
   """
+  from sleepfm_jax.data import mne_io  # pylint: disable=import-outside-toplevel
+
   embedder = load_embedder(checkpoint, batch_size=batch_size)
-  paths_list = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+  raws = mne_io.are_raws(paths)
+  paths_list = [] if raws else [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
   with tempfile.TemporaryDirectory(prefix="sleepfm-embed-") as tmp:
     root = pathlib.Path(out_dir or tmp)
     if len(paths_list) == 1 and _is_store(paths_list[0]):
       store = str(paths_list[0])
     else:
       store = str(root / "store")
-      report = preprocess_like(embedder, paths_list, store, manifest=manifest, workers=workers,
-                               progress=progress)
+      report = preprocess_like(embedder, paths if raws else paths_list, store, manifest=manifest,
+                               workers=workers, progress=progress, annotations=annotations)
       if not report["files"]["ok"]:
         raise ValueError(f"no recording could be preprocessed: {report.get('skipped')}")
     index = export_store(embedder, store, str(root / "embeddings"), progress=progress)

@@ -202,7 +202,7 @@ def process_recording(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writ
   t0 = time.perf_counter()
   montage = cfg.get_montage()
   notes: list[str] = []
-  rec = open_recording(spec.signal_path)
+  rec = getattr(spec, "recording", None) or open_recording(spec.signal_path)  # mne_io.MneSpec
   labels = [c.label for c in rec.channels]
   cmap = harmonise(labels, montage, cohorts.merged_aliases(cfg.cohort, cfg.aliases) or None)
   notes.extend(cohorts.check(cfg.cohort, rec.channels, cmap))
