@@ -31,6 +31,7 @@ def test_sc4001_hypnogram(sc4001):
   raw = collections.Counter(ann.stage_raw)
   assert raw["Sleep stage 3"] == 101 and raw["Sleep stage 4"] == 119
   assert ann.events == [] and ann.respiratory_scored is False
+  assert ann.unknown == {} and ann.issues == []
   assert (ann.sdb() == -1).all()  # Sleep-EDF scores no respiratory events: never an invented 0
   runs = edfio.read_edf(sc4001[1]).annotations
   assert len(runs) == 154
@@ -200,6 +201,15 @@ def test_csv_stage_markers_without_duration(tmp_path):
   np.testing.assert_array_equal(read_annotations(path).stages, [0, 1, 2, 4])
 
 
+def test_csv_run_not_a_whole_number_of_epochs_is_reported(tmp_path):
+  path = tmp_path / "r.csv"
+  path.write_text("onset,duration,label\n0,45,Sleep stage W\n60,30,Sleep stage 2\n")
+  ann = read_annotations(path)
+  np.testing.assert_array_equal(ann.stages, [0, -1, 2])
+  assert ann.issues == ["stage annotation 'Sleep stage W' at 0 s lasts 45 s, not a whole number "
+                        "of 30-s epochs: 1 epoch(s) labelled"]
+
+
 def test_csv_gaps_and_conflicts(tmp_path):
   path = tmp_path / "c.csv"
   path.write_text("onset,duration,label\n30,30,Sleep stage W\n90,60,Sleep stage 2\n"
@@ -251,6 +261,7 @@ def test_edf_plus_aasm_hypnogram_with_events(tmp_path):
       "obstructive_apnea": 1, "hypopnea": 1, "arousal": 1, "desaturation": 1, "other": 1}
   # apnea 95-107 -> epoch 3; hypopnea 150-170 -> epoch 5
   np.testing.assert_array_equal(ann.sdb(), [0, 0, 0, 1, 0, 1, 0, 0])
+  assert ann.unknown == {"Lights off": 1}  # kind "other": counted, not mapped
 
 
 def test_edf_annotation_file_errors(tmp_path):

@@ -244,11 +244,13 @@ def from_records(
 ) -> Annotations:
   """Builds `Annotations` from (onset, duration, label[, where]) records (stages and events mixed).
 
-  Free-text labels are classified with `stage_code` and `event_kind`; see `assemble` for how stage
-  runs become epochs. A stage run with no duration, or shorter than an epoch, labels one epoch.
-  `respiratory_scored=None` means: scored iff any respiratory event exists.
+  Free-text labels are classified with `stage_code` and `event_kind`; a label of kind "other" is
+  also counted in `unknown`. See `assemble` for how stage runs become epochs. A stage run with no
+  duration, or shorter than an epoch, labels one epoch. `respiratory_scored=None` means: scored iff
+  any respiratory event exists.
   """
   runs, events = [], []
+  unknown: collections.Counter = collections.Counter()
   for onset, duration, label, *where in records:
     label = label.strip()
     if not label:
@@ -259,13 +261,16 @@ def from_records(
       runs.append(StageRun(float(onset), dur, code, label, where[0] if where else ""))
     else:
       events.append(Event(float(onset), dur, event_kind(label), label))
+      if events[-1].kind == "other":
+        unknown[label] += 1
   return assemble(runs, events, source, respiratory_scored=respiratory_scored,
-                  epoch_len=epoch_len)
+                  epoch_len=epoch_len, unknown=unknown)
 
 
 def _place(run: StageRun, epoch_onset: float, epoch_len: float, strict: bool,
-           source: str) -> tuple[int, int]:
-  """(first epoch, number of epochs) of a stage run on the grid that starts at `epoch_onset`."""
+           source: str) -> tuple[int, int, str | None]:
+  """(first epoch, number of epochs, issue or None) of a stage run on the grid that starts at
+  `epoch_onset`."""
   at = f"{run.where}: " if run.where else ""
   pos = (run.onset - epoch_onset) / epoch_len
   first = int(round(pos))
@@ -277,10 +282,16 @@ def _place(run: StageRun, epoch_onset: float, epoch_len: float, strict: bool,
     if run.duration <= 0 or abs(n - round(n)) > STRICT_TOLERANCE:
       raise PSGError(source, f"{at}stage annotation '{run.raw}' at {run.onset:g} s lasts "
                      f"{run.duration:g} s, not a whole number of {epoch_len:g}-s epochs")
-    return first, int(round(n))
-  count = int(round(n)) if abs(n - round(n)) * epoch_len <= 1.0 else int(math.floor(n))
+    return first, int(round(n)), None
+  if abs(n - round(n)) * epoch_len <= 1.0:
+    count, issue = int(round(n)), None
+  else:
+    count = int(math.floor(n))
+    issue = (f"{at}stage annotation '{run.raw}' at {run.onset:g} s lasts {run.duration:g} s, not a "
+             f"whole number of {epoch_len:g}-s epochs: {max(count, 1)} epoch(s) labelled"
+             if count >= 1 else None)
   # A stage annotation shorter than an epoch (no duration, or a 1-s marker) labels one epoch.
-  return first, max(count, 1)
+  return first, max(count, 1), issue
 
 
 def _overlap_issue(a: StageRun, b: StageRun, epochs: list[int], epoch_onset: float,
@@ -320,7 +331,11 @@ def assemble(
     raise PSGError(source, "no sleep-stage annotations found")
   runs = sorted(runs, key=lambda r: r.onset)
   epoch_onset = runs[0].onset
-  placed = [(*_place(r, epoch_onset, epoch_len, strict, source), r) for r in runs]
+  placed, issues = [], list(issues)
+  for r in runs:
+    first, count, issue = _place(r, epoch_onset, epoch_len, strict, source)
+    placed.append((first, count, r))
+    issues += [issue] if issue else []
   n_epochs = max(first + count for first, count, _ in placed)
   stages = np.full(n_epochs, -1, dtype=np.int8)
   stage_raw = [""] * n_epochs
@@ -336,7 +351,7 @@ def assemble(
           conflict[k] = True
       owner[k], stage_raw[k], stages[k] = i, run.raw, run.code
   stages[conflict] = -1
-  issues = list(issues) + [_overlap_issue(placed[j][2], placed[i][2], ks, epoch_onset, epoch_len)
+  issues += [_overlap_issue(placed[j][2], placed[i][2], ks, epoch_onset, epoch_len)
                            for (j, i), ks in shared.items()]
   events = sorted(events, key=lambda e: (e.onset, e.duration, e.raw))
   if respiratory_scored is None:
