@@ -202,6 +202,13 @@ def test_cinc_layout_with_the_paper_montage(tmp_path):
   wfdb.wrsamp("tr03-0005", fs=fs, units=[u for _, u in CINC], sig_name=[n for n, _ in CINC],
               p_signal=rng.standard_normal((fs * seconds, len(CINC))) * 10 + 50,
               fmt=["16"] * len(CINC), write_dir=str(rec))
+  # As PhysioNet ships it: signals in a .mat (a 24-byte MATLAB v4 header, then format 16) and the
+  # challenge's own -arousal.mat beside the WFDB .arousal file (not read).
+  (rec / "tr03-0005.mat").write_bytes(b"\0" * 24 + (rec / "tr03-0005.dat").read_bytes())
+  (rec / "tr03-0005.dat").unlink()
+  hea = rec / "tr03-0005.hea"
+  hea.write_text(hea.read_text().replace("tr03-0005.dat 16 ", "tr03-0005.mat 16+24 "))
+  (rec / "tr03-0005-arousal.mat").write_bytes(b"\0" * 64)
   notes = [(10, "W"), (70, "N2"), (100, "(resp_obstructiveapnea"), (115, "resp_obstructiveapnea)"),
            (130, "N3"), (190, "R"), (250, "W")]
   wfdb.wrann("tr03-0005", "arousal", np.array([t * fs for t, _ in notes]), ['"'] * len(notes),
