@@ -217,6 +217,7 @@ def build_model(config: ml_collections.ConfigDict, in_channels: Mapping[str, int
       depths=tuple(m.depths),
       head_width=m.head_width,
       dropout=m.dropout,
+      remat=m.get("remat", "none"),
       dtype=jnp.dtype(m.dtype),
       temperature_init=config.loss.temperature_init,
       rngs=nnx.Rngs(params=seed, dropout=seed + 1),

@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from conftest import REPO, require_real_data
 
-from sleepfm_jax.data import wfdb_io  # imports wfdb quietly
-import wfdb  # isort: skip
 from sleepfm_jax.data.annotations import (
     ANNOTATION_FORMATS,
     RESPIRATORY_KINDS,
@@ -18,6 +16,7 @@ from sleepfm_jax.data.annotations import (
     read_annotations,
 )
 from sleepfm_jax.data.errors import PSGError
+from sleepfm_jax.data.wfdb_io import wfdb  # imported there with its pandas warnings silenced
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")
 
@@ -96,7 +95,8 @@ def test_the_two_formats_agree(study):
 
 # --- NSRR XML as cohorts ship it today (name|code), written here --------------------------------
 
-_NSRR_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<PSGAnnotation>\n<SoftwareVersion>x</SoftwareVersion>\n'
+_NSRR_HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n<PSGAnnotation>\n'
+              "<SoftwareVersion>x</SoftwareVersion>\n")
 
 
 def _nsrr_xml(events, epoch_length="30"):

@@ -5,14 +5,14 @@ import edfio
 import numpy as np
 import pytest
 
-from sleepfm_jax.data import cohorts, wfdb_io  # wfdb_io imports wfdb quietly
-import wfdb  # isort: skip
 from experiments.configs import preprocess as preprocess_configs
+from sleepfm_jax.data import cohorts
 from sleepfm_jax.data import preprocess as pp
 from sleepfm_jax.data.channels import CANONICAL, MODALITIES, Montage, harmonise
 from sleepfm_jax.data.discovery import RecordingSpec, discover
 from sleepfm_jax.data.recording import ChannelInfo
 from sleepfm_jax.data.store import WindowStore
+from sleepfm_jax.data.wfdb_io import wfdb  # imported there with its pandas warnings silenced
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")
 

@@ -1,5 +1,6 @@
 """MNE interop: an mne.io.Raw (with mne.Annotations) preprocesses and embeds like the EDF file it
-was read from; Raw objects built in memory come back in microvolts, annotations on the Raw's clock."""
+was read from; Raw objects built in memory come back in microvolts, annotations on the Raw's
+clock."""
 
 import datetime
 
@@ -62,7 +63,7 @@ def test_raw_array_units_and_annotation_clock():
   fs = 100.0
   info = mne.create_info(["C4-M1", "Thorax"], fs, ["eeg", "misc"])
   data = np.stack([np.full(3000, 2e-5), np.full(3000, 0.5)])  # 20 uV in volts; a belt signal
-  meas = datetime.datetime(2024, 1, 2, 23, 0, tzinfo=datetime.timezone.utc)
+  meas = datetime.datetime(2024, 1, 2, 23, 0, tzinfo=datetime.UTC)
   raw = mne.io.RawArray(data, info, first_samp=200, verbose="error").set_meas_date(meas)
   rec = mne_io.MneRecording(raw, mne.Annotations([12.0], [30.0], ["Sleep stage W"],
                                                  orig_time=meas))

@@ -9,10 +9,10 @@ whose rate or unit differs from the preset. Units are data only: nothing is conv
 Sources: the NSRR `*-documentation` repositories' "montage and sampling rate information" pages
 (SHHS visits 1 and 2, MESA, MrOS visit 1, CFS, CHAT, CCSHS), the CinC-2018 record headers and the
 original SleepFM release's channel list (rthapa84/sleepfm-codebase `config.py`), and the Sleep-EDF
-and MIT-BIH slpdb files of this project's real-data folder. Where a cohort records electrodes against
-a common reference (Fpz) rather than as the derivation a slot needs (e.g. MrOS `C3` and `A2`), the
-label is *not* aliased: the slot would need re-referencing, which preprocessing does not do; such
-labels are listed under `needs_rereference` and reported.
+and MIT-BIH slpdb files of this project's real-data folder. Where a cohort records electrodes
+against a common reference (Fpz) rather than as the derivation a slot needs (e.g. MrOS `C3` and
+`A2`), the label is *not* aliased: the slot would need re-referencing, which preprocessing does not
+do; such labels are listed under `needs_rereference` and reported.
 
 Layouts: NSRR cohorts keep signals and annotations in parallel trees,
 `polysomnography/edfs/<visit>/<id>.edf` with `polysomnography/annotations-events-nsrr/<visit>/

@@ -15,8 +15,8 @@ Pairing rules (same folder only), in order of preference:
 
 Subject ids: Sleep-EDF `SC4ssN…` → `SCss` and `ST7ssN…` → `STss` (the two studies have different
 subjects with overlapping numbers); SHHS `shhs1-200001`/`shhs2-200001` → `shhs-200001` (MrOS,
-CHAT visits likewise, `cohorts.subject_id`); slpdb `slp01a`/`slp01b` → `slp01`; BIDS-like `sub-003_night-1`
-→ `sub-003`; anything else → its recording id (one recording per subject).
+CHAT visits likewise, `cohorts.subject_id`); slpdb `slp01a`/`slp01b` → `slp01`; BIDS-like
+`sub-003_night-1` → `sub-003`; anything else → its recording id (one recording per subject).
 
 A manifest CSV (`signal_path,annotation_path,subject_id[,recording_id]`, paths relative to the
 manifest) replaces the rules entirely.

@@ -86,7 +86,8 @@ class MneRecording:
     self._annotations = raw.annotations if annotations is None else annotations
 
   def __repr__(self) -> str:
-    return f"MneRecording({self.path!r}, channels={len(self.channels)}, duration={self.duration:g} s)"
+    return (f"MneRecording({self.path!r}, channels={len(self.channels)}, "
+            f"duration={self.duration:g} s)")
 
   @property
   def embedded_annotations(self) -> list[tuple[float, float, str]]:

@@ -327,6 +327,13 @@ class Bottleneck(nnx.Module):
     return y
 
 
+def _call_block(block: nnx.Module, x: Array, train: bool) -> Array:
+  return block(x, train=train)
+
+
+_call_block_remat = nnx.remat(_call_block, static_argnums=(2,))
+
+
 class MBConv(nnx.Module):
   """One stage: `depth - 1` residual bottlenecks, a stride-2 bottleneck, then BN."""
 
@@ -339,10 +346,12 @@ class MBConv(nnx.Module):
       expansion: int,
       dropout: float,
       stride: int = 2,
+      remat: str = "none",
       dtype: DType,
       param_dtype: DType,
       rngs: nnx.Rngs,
   ):
+    self.remat = remat
     kw = dict(expansion=expansion, dropout=dropout, dtype=dtype, param_dtype=param_dtype,
               rngs=rngs)
     blocks = [Bottleneck(in_features, in_features, stride=1, **kw) for _ in range(depth - 1)]
@@ -351,8 +360,9 @@ class MBConv(nnx.Module):
     self.bn = BatchNorm1d(out_features, dtype=dtype, param_dtype=param_dtype)
 
   def __call__(self, x: Array, *, train: bool) -> Array:
+    call = _call_block_remat if (train and self.remat == "block") else _call_block
     for block in self.blocks:
-      x = block(x, train=train)
+      x = call(block, x, train)
     return self.bn(x, train=train)
 
 
@@ -392,6 +402,7 @@ class EffNet1D(nnx.Module):
       expansion: int = EXPANSION,
       dropout: float = DROPOUT,
       pool_after: Sequence[int] = POOL_AFTER,
+      remat: str = "none",
       dtype: DType = jnp.float32,
       param_dtype: DType = jnp.float32,
       rngs: nnx.Rngs,
@@ -412,7 +423,7 @@ class EffNet1D(nnx.Module):
     self.stem_bn = BatchNorm1d(widths[0], **kw)
     self.stages = nnx.List([
         MBConv(widths[i], widths[i + 1], depth=depths[i], expansion=expansion,
-               dropout=dropout, rngs=rngs, **kw)
+               dropout=dropout, remat=remat, rngs=rngs, **kw)
         for i in range(len(depths))
     ])
     self.head = Conv1d(widths[-1], head_width, 1, rngs=rngs, **kw)
