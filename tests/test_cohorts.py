@@ -285,3 +285,41 @@ def test_sdb_scored_mode_precedence(tmp_path):
   assert mode({str(tmp_path / "other"): "yes"}, "no") == "no"
   with pytest.raises(ValueError, match="sdb_scored_for values"):
     pp.PreprocessConfig(sdb_scored_for={"r1": "maybe"})
+
+
+def test_real_study_in_the_nsrr_layout(tmp_path):
+  """The real scored study (both XML files, linked into an SHHS-style tree) with a signal file
+  written here for its 31,530 s: NSRR preferred and reported, exact windows and labels."""
+  from conftest import REPO, require_real_data  # pylint: disable=import-outside-toplevel
+
+  real = require_real_data(REPO.parent / "shared" / "data" / "annotations-real" / "nsrr-translator")
+  root = tmp_path / "polysomnography"
+  for folder, name, src in (("annotations-events-nsrr", "shhs1-100022-nsrr.xml",
+                             "100022_Compumedics.xml"),
+                            ("annotations-events-profusion", "shhs1-100022-profusion.xml",
+                             "100022.xml")):
+    (root / folder / "shhs1").mkdir(parents=True)
+    (root / folder / "shhs1" / name).symlink_to(real / src)
+  seconds, rng = 31530, np.random.default_rng(3)
+  (root / "edfs" / "shhs1").mkdir(parents=True)
+  edfio.Edf([edfio.EdfSignal(rng.standard_normal(seconds * fs) * 20, fs, label=lab,
+                             physical_dimension="uV")
+             for lab, fs in (("EEG", 8), ("EEG(sec)", 8), ("SaO2", 1))]).write(
+      root / "edfs" / "shhs1" / "shhs1-100022.edf")
+  cfg = {"cohort": "shhs", "sample_rate": 8, "dtype": "float32", "montage": "paper"}
+  specs, unpaired = discover(root)
+  assert [s.annotation_path for s in specs] == [
+      str(root / "annotations-events-nsrr" / "shhs1" / "shhs1-100022-nsrr.xml")]
+  assert unpaired[0][1].endswith("(NSRR XML is preferred over Profusion XML)")
+  report = pp.preprocess(specs, tmp_path / "nsrr", cfg, unpaired=unpaired, progress=False)
+  assert report["windows"] == 1050 and report["excluded"] == {}
+  assert report["stage_counts"] == {"W": 170, "N1": 61, "N2": 571, "N3": 119, "REM": 129}
+  assert report["recordings"][0]["sdb_positive"] == 327
+  assert report["unknown_annotations"] == {} and report["respiratory_unscored"] == []
+  (root / "annotations-events-nsrr" / "shhs1" / "shhs1-100022-nsrr.xml").unlink()
+  specs, unpaired = discover(root)
+  assert unpaired == [] and specs[0].annotation_path.endswith("shhs1-100022-profusion.xml")
+  report = pp.preprocess(specs, tmp_path / "profusion", cfg, progress=False)
+  assert report["windows"] == 1051 and report["excluded"] == {}
+  assert report["stage_counts"] == {"W": 171, "N1": 61, "N2": 571, "N3": 119, "REM": 129}
+  assert report["recordings"][0]["sdb_positive"] == 327
