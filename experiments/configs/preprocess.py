@@ -4,7 +4,8 @@ Presets:
   default   montage "standard" (7 BAS, ECG, 4 respiratory), robust normalisation, float16.
   synthetic the project's SYNTHETIC nights (experiments/make_synthetic.py): as default, and every
             night counts as scored for respiratory events (also those with no event at all).
-  sleepedf  montage "sleepedf" (Fpz-Cz, Pz-Oz, EOG, Chin; Airflow): Sleep-EDF cassette recordings.
+  sleepedf  montage "sleepedf" (Fpz-Cz, Pz-Oz, EOG, Chin; Airflow): Sleep-EDF cassette recordings,
+            cropped to the sleep period +- 30 min (crop_wake_minutes).
   paper     the original SleepFM: montage "paper", no normalisation (raw physical units), float32.
 
 Any field can be overridden on the command line, e.g. `--config.workers=4 --config.dtype=float32`.
@@ -30,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # {modality or channel: {"bandpass": (lo, hi), "notch": f0}}
   c.filters = ml_collections.ConfigDict()
   c.drop_unscored = True
+  c.crop_wake_minutes = None  # minutes of wake kept around the sleep period (None: everything)
   c.sdb_scored = "auto"
   c.workers = 1
   c.flat_tol = 1e-6
@@ -39,6 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sdb_scored = "yes"
   elif preset == "sleepedf":
     c.montage = "sleepedf"
+    c.crop_wake_minutes = 30.0  # the cassette recordings are ~22 h, ~75 % of it out of bed
   elif preset == "paper":
     c.montage = "paper"
     c.normalise = "none"

@@ -35,6 +35,7 @@ REPORT_FORMAT = "sleepfm-jax-preprocess-report"
 CROPPED = "cropped past signal end"
 OUTSIDE = "outside a signal segment (gap or incomplete epoch)"
 NO_ANNOTATIONS = "no stage annotations"
+OUTSIDE_SLEEP = "outside the sleep period +- {:g} min"
 
 
 @dataclasses.dataclass
@@ -54,6 +55,11 @@ class PreprocessConfig:
       filters at the original rate (a channel entry overrides its modality's). A corner at or above
       a channel's Nyquist frequency is dropped for that channel and noted in the report.
     drop_unscored: drop windows whose stage is excluded/unscored (the original does).
+    crop_wake_minutes: if set, keep only the sleep period: from this many minutes before the first
+      sleep epoch (N1, N2, N3 or REM) to this many minutes after the last one. Long out-of-bed wake
+      (e.g. Sleep-EDF's 22-h recordings) otherwise dominates the windows and inflates staging
+      scores. None keeps the whole recording; a recording without sleep epochs is kept whole and
+      noted in its report.
     sdb_scored: "auto" (the annotations say whether respiratory events were scored), "yes" or "no".
     workers: recordings processed in parallel (spawned processes; 1 = in this process).
     flat_tol: a window is flat if its peak-to-peak amplitude <= flat_tol x the channel's median one.
@@ -71,6 +77,7 @@ class PreprocessConfig:
   normalise: str = "robust"
   filters: dict = dataclasses.field(default_factory=dict)
   drop_unscored: bool = True
+  crop_wake_minutes: float | None = None
   sdb_scored: str = "auto"
   workers: int = 1
   flat_tol: float = 1e-6
@@ -84,6 +91,8 @@ class PreprocessConfig:
       raise ValueError(f"sdb_scored must be 'auto', 'yes' or 'no', got {self.sdb_scored!r}")
     if self.dtype not in ("float16", "float32"):
       raise ValueError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
+    if self.crop_wake_minutes is not None and self.crop_wake_minutes < 0:
+      raise ValueError(f"crop_wake_minutes must be >= 0 or None, got {self.crop_wake_minutes}")
     if self.workers < 1:
       raise ValueError(f"workers must be >= 1, got {self.workers}")
     self.quality_exempt = tuple(self.quality_exempt)
@@ -159,8 +168,30 @@ def _plan(rec, ann, cfg: PreprocessConfig):
   if cfg.drop_unscored:
     for k in np.flatnonzero(inside & ~scored):
       excluded[ann_lib.exclusion_reason(ann.stage_raw[k], -1)] += 1
+  if cfg.crop_wake_minutes is not None:
+    period = sleep_period(ann.stages, cfg.crop_wake_minutes, cfg.window_seconds)
+    if period is not None:
+      cropped = keep & ~period
+      if cropped.any():
+        excluded[OUTSIDE_SLEEP.format(cfg.crop_wake_minutes)] += int(np.count_nonzero(cropped))
+      keep &= period
   epochs = np.flatnonzero(keep)
   return epochs, seg_of[epochs], excluded
+
+
+def sleep_period(stages: np.ndarray, margin_minutes: float,
+                 window_seconds: float = 30.0) -> np.ndarray | None:
+  """Epochs from `margin_minutes` before the first sleep epoch to as long after the last one.
+
+  Sleep epochs are those scored N1, N2, N3 or REM (stage 1-4). Returns a boolean mask over the
+  epochs, or None when the recording has no sleep epoch.
+  """
+  sleep = np.flatnonzero((stages >= 1) & (stages <= 4))
+  if not sleep.size:
+    return None
+  margin = int(round(margin_minutes * 60.0 / window_seconds))
+  k = np.arange(stages.size)
+  return (k >= sleep[0] - margin) & (k <= sleep[-1] + margin)
 
 
 def _annotations(spec: discovery.RecordingSpec, rec, cfg: PreprocessConfig, notes: list[str]):
