@@ -106,3 +106,55 @@ def test_paper_preset_store_holds_the_original_windows(cinc, tmp_path):
     assert batch[f"mask_{m}"].all()
     np.testing.assert_allclose(batch[m], want[m], rtol=1e-6, atol=2e-3, err_msg=m)
   assert np.abs(batch["resp"][:, 1]).min() > 25_000  # SaO2 in ADC counts, not in %
+
+
+# A narrow encoder with the original's seven MBConv stages: as sensitive to how windows are cut
+# as the full one (each difference from the original's inputs alone costs a cosine below 0.999),
+# and quick to compile.
+TINY = dict(widths=(8, 8, 8, 16, 16, 16, 24, 24), depths=(1, 2, 1, 2, 1, 1, 2), head_width=32,
+            embed_dim=16)
+
+
+def test_embed_reproduces_the_original_on_a_cinc_record(cinc, tmp_path):
+  """Original-format .pt -> converted checkpoint -> `sleepfm_jax.embed` of the CinC record with
+  the paper preset, against the PyTorch encoders on the original extraction's windows."""
+  torch = pytest.importorskip("torch")
+  import sleepfm_jax  # pylint: disable=import-outside-toplevel
+  from experiments.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
+  from experiments.configs import pretrain  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax import convert, export, torch_reference  # pylint: disable=import-outside-toplevel
+
+  inputs = cf.modality_inputs(cinc["windows"])
+  keys = {"resp": "respiratory", "bas": "sleep_stages", "ecg": "ekg"}
+  models, save = {}, {"temperature": 0.0, "epoch": 1}
+  for i, (m, key) in enumerate(keys.items()):
+    torch.manual_seed(i)
+    model = torch_reference.build_effnet(inputs[m].shape[1], **TINY)
+    torch_reference.randomise_batch_stats(model, i)
+    # BN statistics of the original's inputs (raw counts), as a model trained on them has.
+    torch_reference.calibrate_batch_stats(model, torch.from_numpy(inputs[m]))
+    models[m] = model.eval()
+    save[f"{key}_state_dict"] = {f"module.{k}": v for k, v in model.state_dict().items()}
+  torch.save(save, tmp_path / "best.pt")
+  config = pretrain.get_config("paper")
+  config.model.update(TINY)
+  ckpt = tmp_path / "converted"
+  convert.original_checkpoint_to_orbax(tmp_path / "best.pt", ckpt, config=config,
+                                       preprocessing=presets.get_config("paper").to_dict())
+
+  es = sleepfm_jax.embed(str(cinc["root"] / "psg"), checkpoint=str(ckpt), batch_size=8,
+                         out_dir=str(tmp_path / "out"), progress=False)
+  assert len(es) == len(RUNS)
+  np.testing.assert_allclose(es.start + 1 / cf.FS, cinc["start"], atol=1e-9)  # same windows
+  with torch.no_grad():
+    for m, model in models.items():
+      want = torch.nn.functional.normalize(model(torch.from_numpy(inputs[m]))).numpy()
+      cos = np.sum(es.emb[m] * want, axis=1)
+      assert cos.min() >= 0.999, (m, cos)
+  # The same weights refuse a store in other units than they were converted for.
+  physical = {**presets.get_config("paper").to_dict(), "units": "physical"}
+  specs, _ = discovery.discover([str(cinc["root"] / "psg")])
+  preprocess.preprocess(specs, tmp_path / "physical", physical, progress=False)
+  with pytest.raises(ValueError, match=r"units differ .* SpO2 is physical in the store, raw for"):
+    export.export_store(str(ckpt), str(tmp_path / "physical"), str(tmp_path / "emb"),
+                        progress=False)
