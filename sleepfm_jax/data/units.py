@@ -1,4 +1,4 @@
-"""Signal units: physical (calibrated, as the header defines them) or raw (the recorder's ADC counts).
+"""Signal units: physical (calibrated, as the header defines them) or raw (the ADC counts stored).
 
 Every reader returns physical values; a channel set to "raw" is turned back into the digital
 values the file stores, through the header's gain and offset (`RawRecording.digital_scale`):
