@@ -283,7 +283,7 @@ def test_cli_writes_store_and_report(tmp_path):
   st = WindowStore(tmp_path / "out")
   assert st.recordings[0]["subject_id"] == "sub-007" and st.dtype == np.float32
   assert st.index["preprocessing"]["normalise"] == "none"
-  # No normalisation (paper): the EEG keeps its physical units (uV, amplitude up to 200).
+  # No normalisation (paper): the EEG is not rescaled (the paper preset reads raw ADC counts).
   c3 = st.montage.channels("bas").index("C3-M2")
   assert np.abs(st[1]["bas"][c3]).max() > 50
 

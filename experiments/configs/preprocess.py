@@ -6,13 +6,17 @@ Presets:
             night counts as scored for respiratory events (also those with no event at all).
   sleepedf  montage "sleepedf" (Fpz-Cz, Pz-Oz, EOG, Chin; Airflow): Sleep-EDF cassette recordings,
             cropped to the sleep period +- 30 min (crop_wake_minutes).
-  paper     the original SleepFM: montage "paper", no normalisation (raw physical units), float32.
+  paper     the original SleepFM's inputs (`preprocess.ORIGINAL_INPUTS`): montage "paper", raw ADC
+            counts (not physical units), no normalisation, float32, FFT resampling over the whole
+            recording, windows aligned as its extraction cuts them (docs/model.md, "Fidelity").
 
 Any field can be overridden on the command line, e.g. `--config.workers=4 --config.dtype=float32`.
 The fields are those of `sleepfm_jax.data.preprocess.PreprocessConfig` (see docs/store.md).
 """
 
 import ml_collections
+
+from sleepfm_jax.data import preprocess as preprocess_lib
 
 PRESETS = ("default", "synthetic", "sleepedf", "paper")
 
@@ -37,6 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.flat_tol = 1e-6
   c.clip_fraction = 0.5
   c.quality_exempt = ("SpO2",)
+  c.units = "physical"  # or "raw": the file's digital values (see sleepfm_jax/data/units.py)
+  c.resampler = "polyphase"  # or "fft"
+  c.alignment = "epoch"  # or "original"
   if preset == "synthetic":
     c.sdb_scored = "yes"
   elif preset == "sleepedf":
@@ -44,6 +51,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.crop_wake_minutes = 30.0  # the cassette recordings are ~22 h, ~75 % of it out of bed
   elif preset == "paper":
     c.montage = "paper"
-    c.normalise = "none"
-    c.dtype = "float32"  # raw physical units: keep full precision
+    c.update(preprocess_lib.ORIGINAL_INPUTS)
   return c
