@@ -12,8 +12,9 @@ The `.pt` file (`respiratory_state_dict`, `sleep_stages_state_dict`, `ekg_state_
 `--config` (the original architecture: `configs/pretrain.py:paper`); a mismatch is refused naming
 the modality and key. The checkpoint's meta records how new recordings must be preprocessed for
 these weights (`--preprocess_config`, default the original's: montage "paper", 256 Hz, 30-s
-windows, raw physical units), so `export_embeddings.py --input=...` and `sleepfm_jax.embed`
-prepare EDF files the way the original was trained. Needs PyTorch (`pip install torch==2.13.0`).
+windows, raw ADC counts, FFT resampling, the original's window alignment), so
+`export_embeddings.py --input=...` and `sleepfm_jax.embed` prepare recordings as the original did.
+Needs PyTorch (`pip install torch==2.13.0`).
 """
 
 import sys

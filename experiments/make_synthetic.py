@@ -38,6 +38,10 @@ _MISSING_PROB = flags.DEFINE_float("missing_prob", 1.0,
                                    "Scales the chance that a subject lacks a channel group.")
 _DISTRACTOR_PROB = flags.DEFINE_float("distractor_prob", 0.3,
                                       "Chance of an extra 'Position' channel per subject.")
+_COUPLING = flags.DEFINE_enum(
+    "coupling", "physiological", list(synthetic.COUPLINGS),
+    "physiological: every modality renders one latent physiology (shared breaths, beats, arousals, "
+    "movements); none: each modality renders its own (the negative control).")
 _FIGURES_DIR = flags.DEFINE_string("figures_dir", None,
                                    "If set, also render the docs figures (PNG) there.")
 
@@ -52,7 +56,8 @@ def main(argv: Sequence[str]) -> None:
         _OUTPUT_DIR.value, _SUBJECTS.value, nights=_NIGHTS.value, hours=_HOURS.value,
         seed=_SEED.value, rates=_RATES.value, channel_set=_CHANNEL_SET.value,
         workers=_WORKERS.value, annotation_formats=_ANNOTATIONS.value,
-        missing_prob=_MISSING_PROB.value, distractor_prob=_DISTRACTOR_PROB.value)
+        missing_prob=_MISSING_PROB.value, distractor_prob=_DISTRACTOR_PROB.value,
+        coupling=_COUPLING.value)
     out = pathlib.Path(_OUTPUT_DIR.value)
     report = json.loads((out / "generation_report.json").read_text())
     logging.info("wrote %d nights (%d subjects) to %s", report["nights"],

@@ -258,7 +258,9 @@ def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathL
     config: the pretraining config describing the encoders (`configs/pretrain.py:paper` for the
       original's architecture); its `model` and `loss` settings are stored in the meta.
     preprocessing: a `PreprocessConfig.to_dict()` saying how windows must be prepared for these
-      weights (paper: montage "paper", 256 Hz, 30 s, no normalisation).
+      weights (paper: montage "paper", 256 Hz, 30 s, raw ADC counts, no normalisation, FFT
+      resampling, the original's alignment); its `units` are the checkpoint's from then on (the
+      exporter refuses stores in other units).
     channels: input channel names per modality, in the encoders' channel order; default the
       preprocessing montage's channels. Their count must equal the checkpoint's in-channels.
     step: the step recorded (default: the checkpoint's epoch, else 0).

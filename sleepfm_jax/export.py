@@ -39,6 +39,7 @@ from flax import nnx
 
 from sleepfm_jax import checkpointing, sharding, train
 from sleepfm_jax.data import pipeline
+from sleepfm_jax.data import units as units_lib
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import embeddings as emb_format
 from sleepfm_jax.models.sleepfm import SleepFM
@@ -166,6 +167,8 @@ def export_store(checkpoint: str | Embedder, store: str | WindowStore, out_dir: 
               else load_embedder(checkpoint, batch_size=batch_size))
   store = store if isinstance(store, WindowStore) else WindowStore(store)
   index = embedder.channel_index(store)
+  units_lib.check_same(units_lib.of_checkpoint(embedder.meta), units_lib.of_store(store),
+                       embedder.channels, checkpoint=embedder.checkpoint, store=str(store.path))
   wanted = list(recordings) if recordings is not None else list(store.recording_ids)
   unknown = sorted(set(wanted) - set(store.recording_ids))
   if unknown:

@@ -127,3 +127,22 @@ def test_bootstrap_handles_classes_missing_from_resamples():
   assert 0 < r["ci"]["auroc[N1]"]["n_valid"] < 200
   assert r["ci"]["auroc_macro"]["n_valid"] == 200
   assert np.isfinite(r["ci"]["auroc_macro"]["lo"])
+
+
+def test_wake_oracle_scores_what_the_wake_share_gives_away():
+  from sleepfm_jax.evaluation.references import wake_oracle  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  y = rng.choice(5, size=4000, p=[0.75, 0.05, 0.1, 0.06, 0.04])
+  prob = wake_oracle(y, seed=1)
+  np.testing.assert_allclose(prob.sum(1), 1.0)
+  m = classification_metrics(y, prob, ["W", "N1", "N2", "N3", "REM"])
+  # W is separated perfectly; a sleep stage beats every wake window and half the other sleep
+  # windows: AUROC = (n_wake + 0.5 n_other_sleep) / n_negative.
+  n = np.bincount(y, minlength=5)
+  expect = [1.0] + [(n[0] + 0.5 * (n[1:].sum() - n[c])) / (len(y) - n[c]) for c in range(1, 5)]
+  np.testing.assert_allclose(m["auroc_macro"], np.mean(expect), atol=0.01)
+  assert m["auroc_macro"] > 0.9
+  # Cropped to the sleep period (little wake), the same oracle is far weaker.
+  y2 = rng.choice(5, size=4000, p=[0.2, 0.1, 0.35, 0.2, 0.15])
+  assert classification_metrics(y2, wake_oracle(y2), ["W", "N1", "N2", "N3", "REM"])[
+      "auroc_macro"] < 0.8

@@ -81,6 +81,33 @@ def test_label_subset_is_stratified_seeded_and_nested():
   assert label_subset(idx, y, 1.0, seed=3).tolist() == idx.tolist()
 
 
+def test_label_subjects_keep_whole_subjects_nested_with_complete_test_folds():
+  from sleepfm_jax.evaluation.probes import outer_folds  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  subjects = np.repeat([f"s{i:02d}" for i in range(20)], 30)
+  y = rng.integers(0, 3, subjects.size)
+  y[::17] = -1  # some windows unlabelled
+  full = outer_folds(y, subjects, ProbeConfig(outer_folds=5))
+  prev = None
+  for k in (1, 2, 4, 8):
+    plan = outer_folds(y, subjects, ProbeConfig(outer_folds=5, label_subjects=k))
+    for f, ((train, test), (train_all, test_all)) in enumerate(
+        zip(plan.folds, full.folds, strict=True)):
+      assert test.tolist() == test_all.tolist()       # test folds never shrink
+      chosen = np.unique(plan.subjects[train])
+      assert len(chosen) == k                          # k whole subjects ...
+      for s in chosen:                                 # ... with all their labelled windows
+        assert (plan.subjects[train_all] == s).sum() == (plan.subjects[train] == s).sum()
+      assert not set(chosen) & set(plan.subjects[test])
+      if prev is not None:                             # 1 subject ⊂ 2 ⊂ 4 ⊂ 8
+        assert set(np.unique(prev.subjects[prev.folds[f][0]])) <= set(chosen)
+    prev = plan
+  assert outer_folds(y, subjects, ProbeConfig(outer_folds=5, label_subjects=50)).folds[0][
+      0].tolist() == full.folds[0][0].tolist()
+  with pytest.raises(ValueError, match="subject-wise folds"):
+    outer_folds(y[:100], np.zeros(100), ProbeConfig(outer_folds=2, label_subjects=1))
+
+
 def test_non_convergence_is_reported_not_hidden():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(200, 10))

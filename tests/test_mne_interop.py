@@ -99,3 +99,17 @@ def test_embed_accepts_an_mne_raw(synthetic_run, tmp_path):
   np.testing.assert_array_equal(from_raw.sdb, from_file.sdb)
   for m in ("bas", "ecg", "resp"):
     np.testing.assert_allclose(from_raw.emb[m], from_file.emb[m], rtol=1e-4, atol=1e-5)
+
+
+def test_raw_units_need_the_file(tmp_path):
+  edf, _ = _edf(tmp_path / "night.edf")
+  raw = mne.io.read_raw_edf(edf, preload=False, verbose="error")
+  cfg = {"montage": "standard", "sample_rate": 32, "dtype": "float32", "normalise": "none",
+         "units": {"ecg": "raw"}}
+  ann = mne.Annotations([o for o, _, _ in ROWS], [d for _, d, _ in ROWS], [t for *_, t in ROWS])
+  report = pp.preprocess(mne_io.specs_for(raw, ann), tmp_path / "s", cfg, progress=False)
+  r = report["recordings"][0]
+  assert r["status"] == "ok" and "ECG" not in r["masked_windows"]
+  assert r["channel_errors"]["ECG"] == (
+      f"{edf}: channel 'ECG': an mne.io.Raw carries no ADC calibration (digital values): "
+      "units='raw' needs the signal file")

@@ -59,6 +59,24 @@ def test_sc4001_end_to_end(sc4001_store):
   assert on_disk["windows"] == 2650
 
 
+def test_sc4001_cropped_to_the_sleep_period(sc4001, tmp_path):
+  """The Sleep-EDF preset keeps the sleep period +- 30 min: 841 of the night's 2650 windows."""
+  from experiments.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
+  psg, hyp = sc4001
+  cfg = presets.get_config("sleepedf").to_dict()
+  cfg.update(sample_rate=16, dtype="float16")
+  assert cfg["crop_wake_minutes"] == 30
+  spec = RecordingSpec("SC4001E0", "SC00", str(psg), str(hyp))
+  report = pp.preprocess([spec], tmp_path / "store", cfg, progress=False)
+  assert report["windows"] == 841
+  assert report["stage_counts"] == {"W": 188, "N1": 58, "N2": 250, "N3": 220, "REM": 125}
+  assert report["excluded"][pp.OUTSIDE_SLEEP.format(30)] == 2650 - 841
+  stage = np.load(tmp_path / "store" / "shards" / "SC4001E0" / "stage.npy")
+  first, last = np.flatnonzero(stage > 0)[[0, -1]]
+  assert first == 60 and last == 841 - 61  # 60 wake windows (30 min) on either side
+  assert np.all(stage[:60] == 0) and np.all(stage[-60:] == 0)
+
+
 # --- synthetic nights --------------------------------------------------------------------------
 
 STAGE_RUNS = ("0,120,Sleep stage W\n120,90,Sleep stage 2\n210,30,Sleep stage ?\n"
@@ -265,7 +283,7 @@ def test_cli_writes_store_and_report(tmp_path):
   st = WindowStore(tmp_path / "out")
   assert st.recordings[0]["subject_id"] == "sub-007" and st.dtype == np.float32
   assert st.index["preprocessing"]["normalise"] == "none"
-  # No normalisation (paper): the EEG keeps its physical units (uV, amplitude up to 200).
+  # No normalisation (paper): the EEG is not rescaled (the paper preset reads raw ADC counts).
   c3 = st.montage.channels("bas").index("C3-M2")
   assert np.abs(st[1]["bas"][c3]).max() > 50
 

@@ -4,8 +4,11 @@ Presets:
   default   montage "standard" (7 BAS, ECG, 4 respiratory), robust normalisation, float16.
   synthetic the project's SYNTHETIC nights (experiments/make_synthetic.py): as default, and every
             night counts as scored for respiratory events (also those with no event at all).
-  sleepedf  montage "sleepedf" (Fpz-Cz, Pz-Oz, EOG, Chin; Airflow): Sleep-EDF cassette recordings.
-  paper     the original SleepFM: montage "paper", no normalisation (raw physical units), float32.
+  sleepedf  montage "sleepedf" (Fpz-Cz, Pz-Oz, EOG, Chin; Airflow): Sleep-EDF cassette recordings,
+            cropped to the sleep period +- 30 min (crop_wake_minutes).
+  paper     the original SleepFM's inputs (`preprocess.ORIGINAL_INPUTS`): montage "paper", raw ADC
+            counts (not physical units), no normalisation, float32, FFT resampling over the whole
+            recording, windows aligned as its extraction cuts them (docs/model.md, "Fidelity").
   shhs, mesa, mros, cfs, chat, ccshs, cinc2018, slpdb
             as default with that cohort preset (`sleepfm_jax.data.cohorts`: channel labels,
             expected rates and units) and its montage ("paper" for cinc2018).
@@ -17,6 +20,7 @@ The fields are those of `sleepfm_jax.data.preprocess.PreprocessConfig` (see docs
 import ml_collections
 
 from sleepfm_jax.data import cohorts
+from sleepfm_jax.data import preprocess as preprocess_lib
 
 COHORTS = tuple(c for c in cohorts.PRESETS if c != "sleepedf")  # "sleepedf" is the preset below
 PRESETS = ("default", "synthetic", "sleepedf", "paper", *COHORTS)
@@ -36,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # {modality or channel: {"bandpass": (lo, hi), "notch": f0}}
   c.filters = ml_collections.ConfigDict()
   c.drop_unscored = True
+  c.crop_wake_minutes = None  # minutes of wake kept around the sleep period (None: everything)
   c.sdb_scored = "auto"
   c.sdb_scored_for = ml_collections.ConfigDict()  # {recording id or folder: "auto"|"yes"|"no"}
   c.cohort = ""  # a name of sleepfm_jax.data.cohorts.PRESETS
@@ -43,14 +48,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.flat_tol = 1e-6
   c.clip_fraction = 0.5
   c.quality_exempt = ("SpO2",)
+  c.units = "physical"  # or "raw": the file's digital values (see sleepfm_jax/data/units.py)
+  c.resampler = "polyphase"  # or "fft"
+  c.alignment = "epoch"  # or "original"
   if preset == "synthetic":
     c.sdb_scored = "yes"
   elif preset == "sleepedf":
     c.montage = "sleepedf"
+    c.crop_wake_minutes = 30.0  # the cassette recordings are ~22 h, ~75 % of it out of bed
   elif preset == "paper":
     c.montage = "paper"
-    c.normalise = "none"
-    c.dtype = "float32"  # raw physical units: keep full precision
+    c.update(preprocess_lib.ORIGINAL_INPUTS)
   elif preset in COHORTS:
     c.cohort = preset
     c.montage = cohorts.PRESETS[preset].montage

@@ -444,3 +444,12 @@ class EdfRecording:
     out *= gain
     out += s.physical_min
     return out
+
+  def digital_scale(self, label: str) -> tuple[float, float]:
+    """(gain, offset) with digital = physical * gain + offset, from the physical and digital
+    ranges of the header (the inverse of `read`'s scaling)."""
+    s = self._ordinary[self._signal_index(label)]
+    if s.physical_min == s.physical_max or s.digital_min >= s.digital_max:
+      raise PSGError(self.path, "empty physical or digital range: no calibration", label)
+    gain = (s.digital_max - s.digital_min) / (s.physical_max - s.physical_min)
+    return gain, s.digital_min - s.physical_min * gain

@@ -98,6 +98,13 @@ class MneRecording:
     return [(float(o), float(d), str(t))
             for o, d, t in zip(onset, a.duration, a.description, strict=True)]
 
+  def digital_scale(self, label: str) -> tuple[float, float]:
+    """A Raw keeps no ADC calibration: `units="raw"` needs the file itself."""
+    from sleepfm_jax.data.errors import PSGError  # pylint: disable=import-outside-toplevel
+
+    raise PSGError(self.path, "an mne.io.Raw carries no ADC calibration (digital values): "
+                   "units='raw' needs the signal file", label)
+
   def read(self, label: str, segment: int = 0) -> np.ndarray:
     from sleepfm_jax.data.errors import PSGError  # pylint: disable=import-outside-toplevel
 

@@ -26,6 +26,7 @@ import numpy as np
 from sleepfm_jax.data import annotations as ann_lib
 from sleepfm_jax.data import cohorts, discovery
 from sleepfm_jax.data import signal as sig
+from sleepfm_jax.data import units as units_lib
 from sleepfm_jax.data import windowing
 from sleepfm_jax.data.channels import MODALITIES, MONTAGES, Montage, harmonise
 from sleepfm_jax.data.errors import PSGError
@@ -36,6 +37,15 @@ REPORT_FORMAT = "sleepfm-jax-preprocess-report"
 CROPPED = "cropped past signal end"
 OUTSIDE = "outside a signal segment (gap or incomplete epoch)"
 NO_ANNOTATIONS = "no stage annotations"
+OUTSIDE_SLEEP = "outside the sleep period +- {:g} min"
+# What the original SleepFM fed its encoders (0_extract_pretraining_data.py, CinC-2018): the ADC
+# counts of the .mat file, unnormalised, resampled by FFT over the whole recording from one sample
+# after the first scored sample, windows one sample after each epoch boundary (see docs/model.md,
+# "Fidelity to the original"). Presets that claim to reproduce the original apply these.
+ORIGINAL_INPUTS = {"units": "raw", "normalise": "none", "dtype": "float32", "resampler": "fft",
+                   "alignment": "original"}
+RESAMPLERS = ("polyphase", "fft")
+ALIGNMENTS = ("epoch", "original")
 
 
 @dataclasses.dataclass
@@ -50,11 +60,23 @@ class PreprocessConfig:
     aliases: raw label → canonical name overrides (None or "" ignores a channel).
     dtype: "float16" (half the disk; fine for normalised signals) or "float32".
     normalise: "robust" ((x - median) / (IQR / 1.349) per channel and recording) or "none" (the
-      original: raw physical units).
+      original: unnormalised).
+    units: "physical" (the header's calibrated units), "raw" (the file's digital values: what the
+      original fed, see `units`), or {modality or canonical channel: either}.
+    resampler: "polyphase" (`signal.resample`, chunked, bounded memory) or "fft" (`signal.
+      resample_fft`, the original's MNE FFT resampling over each whole segment).
+    alignment: "epoch" (windows start at the annotations' epoch boundaries) or "original" (each
+      segment is cut one input sample after its first window's boundary and resampled from there;
+      windows start one input sample after each boundary, as the original's extraction does).
     filters: {modality or canonical channel: {"bandpass": [lo, hi], "notch": f0}} zero-phase
       filters at the original rate (a channel entry overrides its modality's). A corner at or above
       a channel's Nyquist frequency is dropped for that channel and noted in the report.
     drop_unscored: drop windows whose stage is excluded/unscored (the original does).
+    crop_wake_minutes: if set, keep only the sleep period: from this many minutes before the first
+      sleep epoch (N1, N2, N3 or REM) to this many minutes after the last one. Long out-of-bed wake
+      (e.g. Sleep-EDF's 22-h recordings) otherwise dominates the windows and inflates staging
+      scores. None keeps the whole recording; a recording without sleep epochs is kept whole and
+      noted in its report.
     sdb_scored: "auto" (the annotations say whether respiratory events were scored), "yes" or "no".
     sdb_scored_for: {recording id or folder: "auto" | "yes" | "no"} overriding `sdb_scored` for
       one recording, or for every recording whose signal file lies under the folder (the deepest
@@ -77,6 +99,7 @@ class PreprocessConfig:
   normalise: str = "robust"
   filters: dict = dataclasses.field(default_factory=dict)
   drop_unscored: bool = True
+  crop_wake_minutes: float | None = None
   sdb_scored: str = "auto"
   sdb_scored_for: dict = dataclasses.field(default_factory=dict)
   cohort: str = ""
@@ -84,6 +107,9 @@ class PreprocessConfig:
   flat_tol: float = 1e-6
   clip_fraction: float = 0.5
   quality_exempt: tuple = ("SpO2",)
+  units: Any = "physical"
+  resampler: str = "polyphase"
+  alignment: str = "epoch"
 
   def __post_init__(self):
     if self.normalise not in ("robust", "none"):
@@ -97,8 +123,15 @@ class PreprocessConfig:
       cohorts.get(self.cohort)  # validates
     if self.dtype not in ("float16", "float32"):
       raise ValueError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
+    if self.crop_wake_minutes is not None and self.crop_wake_minutes < 0:
+      raise ValueError(f"crop_wake_minutes must be >= 0 or None, got {self.crop_wake_minutes}")
     if self.workers < 1:
       raise ValueError(f"workers must be >= 1, got {self.workers}")
+    units_lib.validate(self.units)
+    if self.resampler not in RESAMPLERS:
+      raise ValueError(f"resampler must be one of {RESAMPLERS}, got {self.resampler!r}")
+    if self.alignment not in ALIGNMENTS:
+      raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
     self.quality_exempt = tuple(self.quality_exempt)
     self.get_montage()  # validates
 
@@ -172,8 +205,30 @@ def _plan(rec, ann, cfg: PreprocessConfig):
   if cfg.drop_unscored:
     for k in np.flatnonzero(inside & ~scored):
       excluded[ann_lib.exclusion_reason(ann.stage_raw[k], -1)] += 1
+  if cfg.crop_wake_minutes is not None:
+    period = sleep_period(ann.stages, cfg.crop_wake_minutes, cfg.window_seconds)
+    if period is not None:
+      cropped = keep & ~period
+      if cropped.any():
+        excluded[OUTSIDE_SLEEP.format(cfg.crop_wake_minutes)] += int(np.count_nonzero(cropped))
+      keep &= period
   epochs = np.flatnonzero(keep)
   return epochs, seg_of[epochs], excluded
+
+
+def sleep_period(stages: np.ndarray, margin_minutes: float,
+                 window_seconds: float = 30.0) -> np.ndarray | None:
+  """Epochs from `margin_minutes` before the first sleep epoch to as long after the last one.
+
+  Sleep epochs are those scored N1, N2, N3 or REM (stage 1-4). Returns a boolean mask over the
+  epochs, or None when the recording has no sleep epoch.
+  """
+  sleep = np.flatnonzero((stages >= 1) & (stages <= 4))
+  if not sleep.size:
+    return None
+  margin = int(round(margin_minutes * 60.0 / window_seconds))
+  k = np.arange(stages.size)
+  return (k >= sleep[0] - margin) & (k <= sleep[-1] + margin)
 
 
 def _annotations(spec: discovery.RecordingSpec, rec, cfg: PreprocessConfig, notes: list[str]):
@@ -284,6 +339,8 @@ def process_recording(spec: discovery.RecordingSpec, cfg: PreprocessConfig, writ
       "channel_fs": {name: info[raw].fs for m in MODALITIES
                      for name, raw in zip(montage.channels(m), cmap.assignments[m], strict=True)
                      if raw is not None},
+      "units": {name: units_lib.for_channel(cfg.units, m, name) for m in MODALITIES
+                for name in montage.channels(m) if name in masked},
       "respiratory_scored": bool(scored),
       "stage_counts": dict(zip(ann_lib.STAGES, map(int, stage_counts), strict=True)),
       "missing_modalities": missing_modalities,
@@ -338,6 +395,9 @@ def _process_channel(rec, raw, fs, name, modality, ann, epochs, seg_of, out, j, 
   """Reads, judges, conditions, resamples and windows one channel into out[:, j]."""
   seg_ids = np.unique(seg_of)
   xs = {int(s): rec.read(raw, int(s)) for s in seg_ids}
+  if units_lib.for_channel(cfg.units, modality, name) == "raw":
+    gain, offset = rec.digital_scale(raw)
+    xs = {s: units_lib.to_digital(x, gain, offset) for s, x in xs.items()}
   rails = None
   if name not in cfg.quality_exempt:
     ranges = [r for r in (windowing.finite_range(x) for x in xs.values()) if r is not None]
@@ -395,10 +455,10 @@ def _process_channel(rec, raw, fs, name, modality, ann, epochs, seg_of, out, j, 
     if norm is not None:
       x -= norm["median"]
       x /= norm["scale"]
-    y = sig.resample(x, fs, cfg.sample_rate)
+    y, y_start, onset = _resample(x, fs, rec.segments[int(s)].start, ann.epoch_onset,
+                                  int(epochs[rows].min()), cfg)
     del x
-    seg = rec.segments[int(s)]
-    w, ks = windowing.window_signal(y, cfg.sample_rate, seg.start, ann.epoch_onset, ann.n_epochs,
+    w, ks = windowing.window_signal(y, cfg.sample_rate, y_start, onset, ann.n_epochs,
                                     cfg.window_seconds)
     pos = np.searchsorted(ks, epochs[rows])
     found = (pos < ks.size) & (ks[np.minimum(pos, ks.size - 1)] == epochs[rows]) if ks.size else (
@@ -420,6 +480,21 @@ def _process_channel(rec, raw, fs, name, modality, ann, epochs, seg_of, out, j, 
   if reasons["nonfinite"].any():
     out[reasons["nonfinite"], j] = 0
   return good, reasons, norm, saturated
+
+
+def _resample(x, fs, seg_start, epoch_onset, first_epoch, cfg):
+  """Resamples one segment of a channel; returns (y, time of y[0], onset of epoch 0 in y).
+
+  With alignment "original" the segment is first cut one sample after the boundary of its first
+  window (`first_epoch`), and epochs are taken to start one sample after their boundaries, so that
+  the output's sample grid starts at the first window, as in the original's extraction.
+  """
+  if cfg.alignment == "original":
+    boundary = (epoch_onset + cfg.window_seconds * first_epoch - seg_start) * fs
+    cut = int(np.floor(boundary + 0.5 + 1e-6)) + 1
+    x, seg_start, epoch_onset = x[cut:], seg_start + cut / fs, epoch_onset + 1.0 / fs
+  resample = sig.resample_fft if cfg.resampler == "fft" else sig.resample
+  return resample(x, fs, cfg.sample_rate), seg_start, epoch_onset
 
 
 def _raw_blocks(x, fs, seg_start, ann, sel, lo, hi, window_s, block=256):

@@ -83,6 +83,10 @@ class RawRecording(Protocol):
     """Returns one channel of one segment in physical units (float64, NaN where invalid)."""
     ...
 
+  def digital_scale(self, label: str) -> tuple[float, float]:
+    """(gain, offset) with digital = physical * gain + offset: the header's calibration."""
+    ...
+
 
 SIGNAL_EXTENSIONS = (".edf", ".hea")
 

@@ -10,6 +10,7 @@ import fractions
 import math
 
 import numpy as np
+from scipy import fft as sp_fft
 from scipy import signal as sps
 
 # resample_poly's default filter: a Kaiser-windowed sinc with half-length 10 * max(up, down) samples
@@ -98,6 +99,62 @@ def resample(
     o_s, o_e = s * up // down, resampled_length(e, up, down)
     out[o_s:o_e] = y[first : first + (o_e - o_s)]
   return out
+
+
+def resample_fft(x: np.ndarray, fs_in: float, fs_out: float, *, out_dtype=np.float32) -> np.ndarray:
+  """Resamples one channel in the frequency domain, over its whole length at once.
+
+  This is MNE's `Raw.resample` with its defaults (method "fft", `npad="auto"`, boxcar window,
+  `pad="reflect_limited"`), which the original SleepFM applied to each whole recording: the signal
+  is extended on both sides by its odd reflection about its end samples (zeros beyond one signal
+  length) up to the next power of two that adds at least 2 * min(n // 8, 100) samples, its real
+  FFT is cut (downsampling) or zero-padded (upsampling) to the new length, with the Nyquist bin of
+  an even length doubled or halved for the folded or split conjugate pair, and the extension is
+  trimmed off. Output sample j sits at time j / fs_out; there are round(n * fs_out / fs_in).
+
+  Unlike `resample`, the ideal (brick-wall) low-pass keeps everything up to the lower Nyquist
+  frequency, and the whole segment is transformed at once (memory ~ 40 bytes per input sample).
+  The ratio need not be rational.
+  """
+  x = np.asarray(x, dtype=np.float64)
+  if x.ndim != 1:
+    raise ValueError(f"resample_fft expects a 1-D signal, got shape {x.shape}")
+  if not (fs_in > 0 and fs_out > 0 and math.isfinite(fs_in) and math.isfinite(fs_out)):
+    raise ValueError(f"sampling rates must be positive and finite, got {fs_in} -> {fs_out}")
+  n = x.size
+  ratio = fs_out / fs_in
+  n_out = max(int(round(ratio * n)), 1)
+  if n == 0:
+    return np.zeros(0, out_dtype)
+  if fs_in == fs_out:
+    return x.astype(out_dtype)
+  extra = 2 ** int(math.ceil(math.log2(n + 2 * min(n // 8, 100)))) - n
+  left, right = extra // 2, extra - extra // 2
+  padded = np.concatenate([_odd_reflection(x, left, at_start=True), x,
+                           _odd_reflection(x, right, at_start=False)])
+  m = padded.size
+  m_out = max(int(round(ratio * m)), 1)
+  spec = sp_fft.rfft(padded)
+  del padded
+  shorter = m_out < m
+  use = m_out if shorter else m
+  if use % 2 == 0:
+    spec[use // 2] *= 2.0 if shorter else 0.5
+  spec *= m_out / m
+  y = sp_fft.irfft(spec, m_out)
+  first = int(round(ratio * left))
+  return y[first:first + n_out].astype(out_dtype)
+
+
+def _odd_reflection(x: np.ndarray, k: int, at_start: bool) -> np.ndarray:
+  """k samples extending x past one end: 2 x_end - (x mirrored about that end), then zeros when
+  k reaches past the other end."""
+  take = min(k, x.size - 1)
+  if at_start:
+    part = 2.0 * x[0] - x[1:take + 1][::-1]
+    return np.concatenate([np.zeros(k - take), part])
+  part = 2.0 * x[-1] - x[-take - 1:-1][::-1]
+  return np.concatenate([part, np.zeros(k - take)])
 
 
 def bandpass(

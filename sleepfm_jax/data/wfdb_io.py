@@ -157,3 +157,15 @@ class WfdbRecording:
       block = rec.e_p_signal[0] if multi else rec.p_signal[:, 0]
       out[start * k : stop * k] = block
     return out
+
+  def digital_scale(self, label: str) -> tuple[float, float]:
+    """(gain, offset) with digital = physical * gain + offset: the header's ADC gain and
+    baseline."""
+    labels = [c.label for c in self.channels]
+    if label not in labels:
+      raise PSGError(self.path, f"no such channel; the record has {labels}", label)
+    i = labels.index(label)
+    gain = float((self._header.adc_gain or [0.0] * len(labels))[i] or 0.0)
+    if gain == 0.0:
+      raise PSGError(self.path, "ADC gain is 0: samples cannot be scaled", label)
+    return gain, float((self._header.baseline or [0] * len(labels))[i] or 0)

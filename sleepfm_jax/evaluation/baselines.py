@@ -129,7 +129,8 @@ def _channel_selection(store: WindowStore, channels: Mapping[str, Sequence[str]]
 def select_windows(store: WindowStore | str | os.PathLike,
                    recordings: Sequence[str] | None = None,
                    channels: Mapping[str, Sequence[str]] | None = None,
-                   modalities: Sequence[str] | None = None) -> WindowTable:
+                   modalities: Sequence[str] | None = None,
+                   windows: np.ndarray | None = None) -> WindowTable:
   """Every window of `recordings` (default: all, in store order), with labels and presence.
 
   Args:
@@ -138,6 +139,8 @@ def select_windows(store: WindowStore | str | os.PathLike,
     channels: modality -> channel names to use, e.g. a checkpoint's `channels` (so presence matches
       that checkpoint's export); default every montage channel.
     modalities: restrict to these modalities (default: all with channels).
+    windows: if given, keep only these store windows (global indices) of those recordings, e.g.
+      the held-out time blocks of a single-night run (`splits.json`'s window lists).
   """
   store = store if isinstance(store, WindowStore) else WindowStore(store)
   wanted = list(store.recording_ids) if recordings is None else [str(r) for r in recordings]
@@ -164,13 +167,18 @@ def select_windows(store: WindowStore | str | os.PathLike,
       mask = np.load(shard / files[f"mask_{m}"][0], mmap_mode="r", allow_pickle=False)
       present[m].append(np.asarray(mask[:, sel]).any(axis=-1))
   index = np.concatenate(parts["index"])
+  keep = np.ones(len(index), bool) if windows is None else np.isin(index, windows)
+  if not keep.any():
+    raise ValueError(f"{store.path}: none of the {len(windows)} requested windows belongs to "
+                     f"recordings {wanted[:10]}")
+  index = index[keep]
   lab = store.get_batch(index, modalities=())  # labels and ids only
   return WindowTable(
       store_path=str(store.path), index=index,
-      recording_id=np.concatenate(parts["recording_id"]).astype(str),
-      subject_id=np.concatenate(parts["subject_id"]).astype(str),
+      recording_id=np.concatenate(parts["recording_id"]).astype(str)[keep],
+      subject_id=np.concatenate(parts["subject_id"]).astype(str)[keep],
       epoch=lab["epoch"], start=lab["start"], stage=lab["stage"], sdb=lab["sdb"],
-      present={m: np.concatenate(v) for m, v in present.items()}, channels=names,
+      present={m: np.concatenate(v)[keep] for m, v in present.items()}, channels=names,
       channel_index=chan_index)
 
 

@@ -1,23 +1,29 @@
-"""The embedding export format (version 1): one writer, one reader.
+"""The embedding export format (version 2): one writer, one reader (which also reads version 1).
 
 An export directory holds one `.npz` file per recording plus an `index.json`:
 
 ```
 emb/
-  index.json     {"format": "sleepfm-jax-embeddings", "version": 1, "embedding_dim": 512,
+  index.json     {"format": "sleepfm-jax-embeddings", "version": 2, "embedding_dim": 512,
                   "modalities": ["bas", "ecg", "resp"],
                   "recordings": [{"recording_id", "subject_id", "file", "num_windows"}, ...],
                   "checkpoint": ..., "step": ..., ...extra metadata}
   <recording>.npz
-     emb_bas, emb_ecg, emb_resp   [n, D] float32; rows of absent modalities are all zero
+     emb_bas, emb_ecg, emb_resp   [n, D] float32, L2-normalised (unit rows, as the original SleepFM
+                                  saves them); rows of absent modalities are all zero
+     norm_bas, norm_ecg, norm_resp [n] float32: the encoder output's L2 norm (emb * norm is the
+                                  unnormalised embedding); 0 where absent
      emb_combined                 [n, D] float32; mean of the L2-normalised present modalities
      present_bas|ecg|resp         [n] bool
      stage [n] int8 (0..4, -1)    sdb [n] int8 (1, 0, -1)
      epoch [n] int32              start [n] float64 (seconds from the recording's start)
 ```
 
-Files are read with `allow_pickle=False`. The exporter (`sleepfm_jax.export`) writes through
-`EmbeddingWriter`, so this module is the only definition of the format. It is numpy-only.
+Version 1 stored the unnormalised encoder outputs in `emb_<modality>` and had no
+`norm_<modality>`; the reader normalises them on load, so an `EmbeddingSet` means the same from
+either version. Files are read with `allow_pickle=False`. The exporter (`sleepfm_jax.export`)
+writes through `EmbeddingWriter`, so this module is the only definition of the format. It is
+numpy-only.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from sleepfm_jax.data.channels import MODALITIES  # also the order of the "conca
 from sleepfm_jax.data.errors import PSGError
 
 FORMAT = "sleepfm-jax-embeddings"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _PER_WINDOW = {"stage": np.int8, "sdb": np.int8, "epoch": np.int32, "start": np.float64}
 
@@ -47,6 +54,14 @@ class EmbeddingFormatError(PSGError):
 
   def __reduce__(self):
     return (EmbeddingFormatError, (self.path, self.message))
+
+
+def unit_rows(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(rows / their L2 norms, the norms) in float32; all-zero rows stay zero."""
+  e = np.asarray(e, np.float64)
+  norm = np.linalg.norm(e, axis=1, keepdims=True)
+  unit = np.divide(e, norm, out=np.zeros_like(e), where=norm > 0)
+  return unit.astype(np.float32), norm[:, 0].astype(np.float32)
 
 
 def combine(emb: Mapping[str, np.ndarray], present: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -97,7 +112,8 @@ class EmbeddingWriter:
     Args:
       recording_id: unique id of the recording.
       subject_id: id of the subject (splits and bootstrap group by it).
-      emb: modality -> [n, D] embeddings; a modality missing from the mapping is absent throughout.
+      emb: modality -> [n, D] embeddings (any scale: written L2-normalised, with their norms); a
+        modality missing from the mapping is absent throughout.
       present: modality -> [n] bool; defaults to "present" for every modality given in `emb`.
         Rows of absent modalities are written as zeros whatever `emb` holds there.
       stage: [n] stage codes 0..4 or -1.
@@ -132,7 +148,7 @@ class EmbeddingWriter:
         raise ValueError(f"{self.out_dir}: '{recording_id}': present_{mod} has shape {p.shape}")
       full_emb[mod] = np.where(p[:, None], e, 0.0).astype(np.float32)
       full_present[mod] = p
-      arrays[f"emb_{mod}"] = full_emb[mod]
+      arrays[f"emb_{mod}"], arrays[f"norm_{mod}"] = unit_rows(full_emb[mod])
       arrays[f"present_{mod}"] = p
     arrays["emb_combined"] = combine(full_emb, full_present)
     epoch = np.arange(n, dtype=np.int32) if epoch is None else np.asarray(epoch, np.int32)
@@ -210,9 +226,11 @@ def save_embeddings(out_dir: str | os.PathLike, recordings: Iterable[Mapping[str
 class EmbeddingSet:
   """All windows of an export, concatenated over recordings in index order.
 
-  Per window: `emb[mod]` [N, D], `present[mod]` [N], `combined` [N, D], `stage`, `sdb`, `epoch`,
-  `start`, `recording_id` and `subject_id` (string arrays). Windows keep their within-recording
-  order, so contiguous index ranges are contiguous in time (time-blocked splits rely on it).
+  Per window: `emb[mod]` [N, D] (L2-normalised, zero where absent), `present[mod]` [N],
+  `combined` [N, D], `stage`, `sdb`, `epoch`, `start`, `recording_id` and `subject_id` (string
+  arrays), and `norm[mod]` [N] (the encoder output's norm; empty for sets built by hand). Windows
+  keep their within-recording order, so contiguous index ranges are contiguous in time
+  (time-blocked splits rely on it).
   """
 
   emb: dict[str, np.ndarray]
@@ -226,6 +244,7 @@ class EmbeddingSet:
   subject_id: np.ndarray
   metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
   path: str = ""
+  norm: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return int(self.stage.shape[0])
@@ -239,8 +258,10 @@ class EmbeddingSet:
 
     Args:
       kind: a modality (`"bas"`, `"ecg"`, `"resp"`), `"combined"` (mean of the normalised present
-        modalities), `"concat"` (bas|ecg|resp side by side, 3 D wide, zeros where absent), or
-        modalities joined by `+` (e.g. `"bas+resp"`), concatenated in that order.
+        modalities), `"concat"` (the three L2-normalised embeddings side by side, 3 D wide, zeros
+        where absent: the original SleepFM's "combined" probe feature, whose order resp|bas|ecg
+        differs from ours, bas|ecg|resp, by a column permutation only), or modalities joined by `+`
+        (e.g. `"bas+resp"`), concatenated in that order.
     """
     if kind == "combined":
       return self.combined
@@ -281,7 +302,8 @@ class EmbeddingSet:
         present={m: take(p) for m, p in self.present.items()},
         combined=take(self.combined), stage=take(self.stage), sdb=take(self.sdb),
         epoch=take(self.epoch), start=take(self.start), recording_id=take(self.recording_id),
-        subject_id=take(self.subject_id), metadata=self.metadata, path=self.path)
+        subject_id=take(self.subject_id), metadata=self.metadata, path=self.path,
+        norm={m: take(v) for m, v in self.norm.items()})
 
   @property
   def recordings(self) -> list[str]:
@@ -303,7 +325,7 @@ def _check_array(path, npz, key, shape, kind) -> np.ndarray:
 
 def load_embeddings(path: str | os.PathLike, recordings: Sequence[str] | None = None
                     ) -> EmbeddingSet:
-  """Reads an export directory (format v1) into an `EmbeddingSet`.
+  """Reads an export directory (format v2, or v1 normalised on load) into an `EmbeddingSet`.
 
   Args:
     path: the export directory (or its `index.json`).
@@ -326,9 +348,10 @@ def load_embeddings(path: str | os.PathLike, recordings: Sequence[str] | None = 
   if index.get("format") != FORMAT:
     raise EmbeddingFormatError(index_path,
                                f"format is {index.get('format')!r}, expected {FORMAT!r}")
-  if index.get("version") != VERSION:
-    raise EmbeddingFormatError(index_path, f"unsupported version {index.get('version')!r} "
-                               f"(this reader knows version {VERSION})")
+  version = index.get("version")
+  if version not in READABLE_VERSIONS:
+    raise EmbeddingFormatError(index_path, f"unsupported version {version!r} "
+                               f"(this reader knows versions {READABLE_VERSIONS})")
   entries = index.get("recordings", [])
   if recordings is not None:
     by_id = {e["recording_id"]: e for e in entries}
@@ -353,6 +376,10 @@ def load_embeddings(path: str | os.PathLike, recordings: Sequence[str] | None = 
       for mod in MODALITIES:
         arrays[f"emb_{mod}"] = _check_array(file, npz, f"emb_{mod}", (n, dim), "f")
         arrays[f"present_{mod}"] = _check_array(file, npz, f"present_{mod}", (n,), "b")
+        if version == 1:  # stored unnormalised
+          arrays[f"emb_{mod}"], arrays[f"norm_{mod}"] = unit_rows(arrays[f"emb_{mod}"])
+        else:
+          arrays[f"norm_{mod}"] = _check_array(file, npz, f"norm_{mod}", (n,), "f")
       arrays["emb_combined"] = _check_array(file, npz, "emb_combined", (n, dim), "f")
       for key in _PER_WINDOW:
         arrays[key] = _check_array(file, npz, key, (n,), "iuf")
@@ -364,10 +391,11 @@ def load_embeddings(path: str | os.PathLike, recordings: Sequence[str] | None = 
   present = {m: cat[f"present_{m}"].astype(bool) for m in MODALITIES}
   emb = {m: np.where(present[m][:, None], cat[f"emb_{m}"], 0).astype(np.float32)
          for m in MODALITIES}
+  norm = {m: np.where(present[m], cat[f"norm_{m}"], 0).astype(np.float32) for m in MODALITIES}
   metadata = {k: v for k, v in index.items() if k != "recordings"}
   return EmbeddingSet(
       emb=emb, present=present, combined=cat["emb_combined"].astype(np.float32),
       stage=cat["stage"].astype(np.int8), sdb=cat["sdb"].astype(np.int8),
       epoch=cat["epoch"].astype(np.int32), start=cat["start"].astype(np.float64),
       recording_id=np.concatenate(rec_ids), subject_id=np.concatenate(subj_ids),
-      metadata=metadata, path=str(root))
+      metadata=metadata, path=str(root), norm=norm)

@@ -68,6 +68,9 @@ class ProbeConfig:
       "labelled" (fit on the labelled training windows only, per inner split for the inner CV).
     blas_threads: BLAS threads during fits (threadpoolctl). 1 avoids OpenBLAS thread-spin, which
       made lbfgs fits 5-20x slower on a shared 2-core machine; None keeps the library default.
+    label_subjects: 0 trains on every subject of each outer training set; k > 0 keeps only the
+      labelled windows of k of them (`label_subjects_subset`): label scarcity counted in people,
+      as in the paper's claim. Combines with a label fraction; needs >= 2 subjects (subject folds).
   """
 
   c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -81,10 +84,13 @@ class ProbeConfig:
   seed: int = 0
   scaler: str = "fold"
   blas_threads: int | None = 1
+  label_subjects: int = 0
 
   def __post_init__(self):
     if self.scaler not in SCALERS:
       raise ValueError(f"ProbeConfig.scaler must be one of {SCALERS}, got '{self.scaler}'")
+    if self.label_subjects < 0:
+      raise ValueError(f"ProbeConfig.label_subjects must be >= 0, got {self.label_subjects}")
 
 
 @dataclasses.dataclass
@@ -111,6 +117,7 @@ class ProbeResult:
   folds: list[dict[str, Any]]
   warnings: list[str]
   seconds: float
+  label_subjects: int = 0
 
   @property
   def converged(self) -> bool:
@@ -119,7 +126,8 @@ class ProbeResult:
   def summary(self) -> dict[str, Any]:
     """JSON-ready description (no per-window arrays)."""
     return {"task": self.task, "feature": self.feature, "classes": self.classes,
-            "label_fraction": self.label_fraction, "scheme": self.scheme,
+            "label_fraction": self.label_fraction, "label_subjects": self.label_subjects,
+            "scheme": self.scheme,
             "n_predicted": int(len(self.index)), "converged": self.converged,
             "folds": self.folds, "warnings": self.warnings, "seconds": round(self.seconds, 2)}
 
@@ -156,6 +164,21 @@ def skip_reason(y: np.ndarray, task: str, min_windows: int = 10) -> str | None:
   return None
 
 
+def label_subjects_subset(indices: np.ndarray, subjects: np.ndarray, k: int,
+                          seed: int) -> np.ndarray:
+  """The windows of `k` of the subjects of training windows `indices` (all of them if k = 0).
+
+  The subjects (sorted ids) are put in a random order drawn from `np.random.default_rng(seed)` and
+  the first `k` are kept, so with the same seed the 1-subject set is inside the 2-subject set, and
+  so on. Returns sorted indices (a subset of `indices`).
+  """
+  uniq = np.unique(subjects[indices])
+  if k <= 0 or k >= len(uniq):
+    return np.sort(indices)
+  chosen = uniq[np.random.default_rng(seed).permutation(len(uniq))[:k]]
+  return np.sort(indices[np.isin(subjects[indices], chosen)])
+
+
 def label_subset(indices: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
   """Seeded, class-stratified subsample of labelled training windows.
 
@@ -190,8 +213,9 @@ class OuterFolds:
     y: [m] their class index; subjects: [m] their subject id (str).
     scheme: "subject" (grouped K-fold) or "time-block" (a single subject).
     units: [m] bootstrap resampling unit per labelled window.
-    folds: (train, test) position arrays into 0..m-1; train is already reduced to the label
-      fraction (`label_subset` with seed `config.seed * 1000 + fold`); test sets are complete and
+    folds: (train, test) position arrays into 0..m-1; train is already reduced to
+      `config.label_subjects` subjects (`label_subjects_subset`) and to the label fraction
+      (`label_subset`), both with seed `config.seed * 1000 + fold`; test sets are complete and
       partition 0..m-1.
     label_fraction: the fraction the training sets were reduced to.
     pools: per fold, the complete outer training set (positions into 0..m-1) before the label
@@ -221,8 +245,13 @@ def outer_folds(y: np.ndarray, subjects: Sequence, config: ProbeConfig = ProbeCo
   yl, sl = y[lab], subjects[lab]
   plan = splits.plan_splits(sl, config.outer_folds, y=yl, seed=config.seed, gap=config.gap,
                             block=config.block)
-  folds = [(label_subset(train, yl, label_fraction, seed=config.seed * 1000 + f), test)
-           for f, (train, test) in enumerate(plan.folds)]
+  if config.label_subjects and plan.scheme != "subject":
+    raise ValueError(f"label_subjects={config.label_subjects} needs subject-wise folds (>= 2 "
+                     f"subjects); these windows are split by '{plan.scheme}'")
+  folds = []
+  for f, (train, test) in enumerate(plan.folds):
+    train = label_subjects_subset(train, sl, config.label_subjects, seed=config.seed * 1000 + f)
+    folds.append((label_subset(train, yl, label_fraction, seed=config.seed * 1000 + f), test))
   return OuterFolds(index=lab, y=yl, subjects=sl, scheme=plan.scheme, units=plan.units,
                     folds=folds, label_fraction=float(label_fraction),
                     pools=[np.sort(train) for train, _ in plan.folds])
@@ -401,7 +430,8 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
   return ProbeResult(task=task, feature=feature, classes=list(classes),
                      label_fraction=float(label_fraction), scheme=plan.scheme, index=lab,
                      y_true=yl, y_prob=prob.astype(np.float32), fold=fold_of, unit=plan.units,
-                     folds=fold_info, warnings=notes, seconds=time.time() - t0)
+                     folds=fold_info, warnings=notes, seconds=time.time() - t0,
+                     label_subjects=config.label_subjects)
 
 
 def probe_embeddings(es: EmbeddingSet, task: str, feature: str,
@@ -436,4 +466,5 @@ def to_predictions(result: ProbeResult, es: EmbeddingSet, name: str = "",
       epoch=es.epoch[idx], subject_id=es.subject_id[idx], start=es.start[idx],
       y_true=result.y_true, y_prob=result.y_prob, fold=result.fold, unit=result.unit,
       meta={"name": name, "feature": result.feature, "label_fraction": result.label_fraction,
+            "label_subjects": result.label_subjects,
             "scheme": result.scheme, **meta})

@@ -1,0 +1,165 @@
+"""Markdown tables of docs/results.md, generated from the experiments' JSON files.
+
+Every number in a results table comes from a machine-readable file under `docs/results/` (one per
+experiment, holding per-seed values). A table sits in the markdown between two markers:
+
+    <!-- results: EXPERIMENT KIND key=value ... -->
+    ...generated table...
+    <!-- /results -->
+
+`render(markdown, results_dir)` regenerates every marked table from `results_dir/EXPERIMENT.json`;
+`experiments/render_results.py` rewrites docs/results.md with it, and a test checks that the
+committed document equals its regeneration, so a table can never drift from its data.
+
+Kinds (rows of the JSON: `metrics` for probes/baselines, `retrieval`, `budget`):
+
+* `metric task=T metric=M [sources=a,b] [features=f,g]`: mean ± sd over seeds of metric M, one
+  row per (source, feature), one column per label budget (in the order the JSON lists them).
+* `paired task=T metric=M pairs=a-b,a-c [feature=F]`: per-seed differences a − b (mean ± sd and
+  how many seeds were positive), one row per pair, one column per label budget. The two sides use
+  their task's headline feature (the JSON's `headline_feature`) unless `feature` is given;
+  baselines (`BASELINE_FEATURES`) use their own.
+* `retrieval [sources=a,b] [directions=x,y]`: recall@10 mean ± sd, its multiple of chance and the
+  median rank, per source and direction.
+* `budget`: steps and wall time of each trained source.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sleepfm_jax.evaluation import seeds
+
+BASELINE_FEATURES = ("cnn", "spectral", "oracle")  # rows whose feature is the model itself
+_MARK = re.compile(r"<!-- results: (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- /results -->",
+                   re.DOTALL)
+
+
+def _args(text: str) -> tuple[str, str, dict[str, str]]:
+  parts = text.split()
+  if len(parts) < 2:
+    raise ValueError(f"results marker '{text}': expected 'EXPERIMENT KIND key=value ...'")
+  opts = {}
+  for p in parts[2:]:
+    if "=" not in p:
+      raise ValueError(f"results marker '{text}': '{p}' is not key=value")
+    k, v = p.split("=", 1)
+    opts[k] = v
+  return parts[0], parts[1], opts
+
+
+def _csv(value: str | None) -> list[str] | None:
+  return None if value is None else [v for v in value.split(",") if v]
+
+
+def _budgets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+  out: list[str] = []
+  for r in rows:
+    if r["labels"] not in out:
+      out.append(r["labels"])
+  return out
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(row) + " |" for row in body]
+  return "\n".join(lines) + "\n"
+
+
+def _metric_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
+  task, metric = opts["task"], opts.get("metric", "auroc")
+  rows = [r for r in data["metrics"] if r["task"] == task]
+  sources, features = _csv(opts.get("sources")), _csv(opts.get("features"))
+  if sources:
+    rows = [r for r in rows if r["source"] in sources]
+  if features:
+    rows = [r for r in rows if r["feature"] in features]
+  budgets = _budgets(rows)
+  agg = seeds.aggregate(rows, ("source", "feature", "labels"), metric)
+  cells: dict[tuple[str, str], dict[str, str]] = {}
+  for e in agg:
+    cells.setdefault((e["source"], e["feature"]), {})[e["labels"]] = seeds.fmt(e)
+  order = sorted(cells, key=lambda k: ((sources or []).index(k[0]) if sources else 0,
+                                       (features or []).index(k[1]) if features else 0))
+  body = [[s, f, *(cells[(s, f)].get(b, "–") for b in budgets)] for s, f in order]
+  n = max((e["n"] for e in agg), default=0)
+  return _table(["source", "feature", *budgets], body) + (
+      f"\n{metric.upper()}, mean ± sd over {n} seeds.\n")
+
+
+def _paired_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
+  task, metric = opts["task"], opts.get("metric", "auroc")
+  feature = opts.get("feature") or data["headline_feature"][task]
+  rows = [r for r in data["metrics"] if r["task"] == task and r["feature"] in (
+      feature, *BASELINE_FEATURES)]
+  budgets = _budgets(rows)
+  body = []
+  for pair in _csv(opts["pairs"]):
+    a, b = pair.split("-", 1)
+    diffs = {d["labels"]: d for d in seeds.paired(rows, ("labels",), metric, a, b)}
+    body.append([f"{a} − {b}", *(
+        f"{seeds.fmt(diffs[x], signed=True)} ({diffs[x]['n_positive']}/{diffs[x]['n']})"
+        if x in diffs else "–" for x in budgets)])
+  return _table(["difference", *budgets], body) + (
+      f"\n{metric.upper()} differences per seed, mean ± sd (seeds where the first is higher / "
+      "seeds).\n")
+
+
+def _retrieval_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
+  rows = data["retrieval"]
+  sources, directions = _csv(opts.get("sources")), _csv(opts.get("directions"))
+  if sources:
+    rows = [r for r in rows if r["source"] in sources]
+  if directions:
+    rows = [r for r in rows if r["direction"] in directions]
+  r10 = seeds.aggregate(rows, ("source", "direction"), "recall@10")
+  ratio = {(e["source"], e["direction"]): e for e in seeds.aggregate(
+      [{**r, "ratio": r["recall@10"] / r["chance@10"]} for r in rows],
+      ("source", "direction"), "ratio")}
+  rank = {(e["source"], e["direction"]): e
+          for e in seeds.aggregate(rows, ("source", "direction"), "median_rank")}
+  cand = {(r["source"], r["direction"]): r["n_candidates"] for r in rows}
+  body = []
+  for e in r10:
+    key = (e["source"], e["direction"])
+    body.append([e["source"], e["direction"], str(cand[key]), seeds.fmt(e),
+                 f"{ratio[key]['mean']:.1f}× (min {ratio[key]['min']:.1f}×)",
+                 f"{rank[key]['mean']:.0f}"])
+  return _table(["source", "direction", "candidates", "recall@10", "× chance", "median rank"],
+                body)
+
+
+def _budget_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
+  del opts
+  body = []
+  for e in data["budget"]:
+    body.append([e["source"], e["what"], seeds.fmt(seeds.summary(e["steps"]), 0),
+                 seeds.fmt(seeds.summary([s / 60.0 for s in e["wall_s"]]), 1)])
+  return _table(["source", "what", "steps (mean ± sd)", "wall minutes (mean ± sd)"], body)
+
+
+_KINDS = {"metric": _metric_table, "paired": _paired_table, "retrieval": _retrieval_table,
+          "budget": _budget_table}
+
+
+def render(markdown: str, results_dir: str | pathlib.Path) -> str:
+  """`markdown` with every marked table regenerated from `results_dir`."""
+  cache: dict[str, Any] = {}
+
+  def one(m: re.Match) -> str:
+    experiment, kind, opts = _args(m.group("args"))
+    if kind not in _KINDS:
+      raise ValueError(f"results marker: unknown kind '{kind}'; one of {sorted(_KINDS)}")
+    if experiment not in cache:
+      path = pathlib.Path(results_dir) / f"{experiment}.json"
+      if not path.exists():
+        raise FileNotFoundError(f"results marker names '{experiment}', but {path} does not exist")
+      cache[experiment] = json.loads(path.read_text())
+    table = _KINDS[kind](cache[experiment], opts)
+    return f"<!-- results: {m.group('args')} -->\n{table}<!-- /results -->"
+
+  return _MARK.sub(one, markdown)

@@ -1,0 +1,65 @@
+"""docs/results.md tables are generated from docs/results/*.json and cannot drift from them."""
+
+import json
+import pathlib
+
+import pytest
+
+from conftest import REPO
+from sleepfm_jax.evaluation import results_doc
+
+
+def _experiment():
+  metrics, retrieval = [], []
+  for seed, (loo, unt, cnn) in enumerate([(0.9, 0.7, 0.6), (0.8, 0.7, 0.7), (0.85, 0.75, 0.5)]):
+    for labels in ("1 subject", "all"):
+      bump = 0.05 if labels == "all" else 0.0
+      metrics += [
+          {"source": "loo", "feature": "concat", "task": "staging", "labels": labels,
+           "seed": seed, "auroc": loo + bump, "auprc": loo - 0.3},
+          {"source": "untrained", "feature": "concat", "task": "staging", "labels": labels,
+           "seed": seed, "auroc": unt + bump, "auprc": unt - 0.3},
+          {"source": "cnn", "feature": "cnn", "task": "staging", "labels": labels,
+           "seed": seed, "auroc": cnn + bump, "auprc": cnn - 0.3}]
+    retrieval.append({"source": "loo", "direction": "bas->ecg", "seed": seed,
+                      "n_candidates": 1000, "recall@10": 0.1 + 0.01 * seed,
+                      "chance@10": 0.01, "median_rank": 100 + seed})
+  budget = [{"source": "loo", "what": "pretraining", "steps": [600, 600, 600],
+             "wall_s": [600, 660, 720]}]
+  return {"headline_feature": {"staging": "concat"}, "metrics": metrics,
+          "retrieval": retrieval, "budget": budget}
+
+
+def test_marked_tables_are_regenerated_from_the_json(tmp_path):
+  (tmp_path / "exp.json").write_text(json.dumps(_experiment()))
+  md = ("# x\n<!-- results: exp metric task=staging metric=auroc sources=loo,untrained -->\n"
+        "stale\n<!-- /results -->\ntext\n"
+        "<!-- results: exp paired task=staging pairs=loo-untrained,loo-cnn -->\n<!-- /results -->\n"
+        "<!-- results: exp retrieval -->\n<!-- /results -->\n"
+        "<!-- results: exp budget -->\n<!-- /results -->\n")
+  out = results_doc.render(md, tmp_path)
+  assert "stale" not in out and "text" in out
+  assert "| loo | concat | 0.850 ± 0.050 | 0.900 ± 0.050 |" in out
+  assert "| untrained | concat | 0.717 ± 0.029 | 0.767 ± 0.029 |" in out
+  assert "| loo − untrained | +0.133 ± 0.058 (3/3) | +0.133 ± 0.058 (3/3) |" in out
+  assert "| loo − cnn | +0.250 ± 0.132 (3/3) | +0.250 ± 0.132 (3/3) |" in out
+  assert "| loo | bas->ecg | 1000 | 0.110 ± 0.010 | 11.0× (min 10.0×) | 101 |" in out
+  assert "| loo | pretraining | 600 ± 0 | 11.0 ± 1.0 |" in out
+  assert results_doc.render(out, tmp_path) == out  # idempotent
+
+
+def test_bad_markers_name_the_problem(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nope"):
+    results_doc.render("<!-- results: nope metric task=staging -->\n<!-- /results -->", tmp_path)
+  (tmp_path / "exp.json").write_text(json.dumps(_experiment()))
+  with pytest.raises(ValueError, match="unknown kind"):
+    results_doc.render("<!-- results: exp pie -->\n<!-- /results -->", tmp_path)
+
+
+def test_docs_results_md_matches_its_json_files():
+  doc = REPO / "docs" / "results.md"
+  text = doc.read_text()
+  assert results_doc.render(text, REPO / "docs" / "results") == text, (
+      "docs/results.md is out of date with docs/results/*.json: run "
+      "`python experiments/render_results.py`")
+  assert "<!-- results:" in text  # the headline tables are generated, not typed
