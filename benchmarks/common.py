@@ -30,7 +30,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/x.py` from anywhere, without installing
   sys.path.insert(0, str(REPO))
 
-from sleepfm_jax import hostmem  # noqa: E402  (needs the path above)
+from sleepfm_jax.training import hostmem  # noqa: E402  (needs the path above)
 
 # Before any benchmark starts JAX (or PyTorch): both then reuse freed buffers instead of mapping
 # fresh zero-filled pages on every call, as the CLIs do. SLEEPFM_JAX_HOST_ALLOCATOR=system opts out.
@@ -203,7 +203,7 @@ class JaxPaperStep:
                seed: int = 0):
     import jax  # pylint: disable=import-outside-toplevel
 
-    from sleepfm_jax import sharding, train  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import sharding, train  # pylint: disable=import-outside-toplevel
 
     self.batch_size = batch
     self.config = config if config is not None else paper_config(dtype)
@@ -265,7 +265,8 @@ class JaxExport:
                devices=None):
     import jax  # pylint: disable=import-outside-toplevel
 
-    from sleepfm_jax import export, sharding  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
     channels = {m: tuple(f"ch{i}" for i in range(n)) for m, n in model.in_channels.items()}
     mesh = sharding.make_mesh(devices=list(devices or jax.local_devices()))
@@ -287,7 +288,7 @@ class JaxExport:
     mesh)."""
     import jax  # pylint: disable=import-outside-toplevel
 
-    from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
     inputs = {m: self.batch[m][:, self.index[m]] for m in self.embedder.modalities}
     return jax.device_put(inputs, sharding.data_sharding(self.embedder.mesh))

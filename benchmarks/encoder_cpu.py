@@ -52,7 +52,7 @@ def jax_step_fn(model, mode):
 def torch_step_fn(c_in, mode):
   import torch  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax.torch_reference import build_effnet  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training.torch_reference import build_effnet  # pylint: disable=C0415
 
   model = build_effnet(c_in).train(mode == "train")
 

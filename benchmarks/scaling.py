@@ -32,7 +32,7 @@ def loss_scaling(batches, modes, dim: int, rounds: int) -> dict:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax import losses, sharding  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import losses, sharding  # pylint: disable=import-outside-toplevel
 
   mesh = sharding.make_mesh()
   n_dev = sharding.data_axis_size(mesh)
@@ -74,7 +74,7 @@ def loss_scaling(batches, modes, dim: int, rounds: int) -> dict:
 def weak_scaling(device_counts, per_device_batch: int, samples: int, rounds: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
   channels = dict(common.PAPER_CHANNELS)
   out = {"per_device_batch": per_device_batch, "samples": samples, "channels": channels,

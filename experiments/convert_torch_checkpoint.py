@@ -38,7 +38,7 @@ _CHANNELS = flags.DEFINE_multi_string(
 
 def main(argv):
   del argv
-  from sleepfm_jax import convert  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import convert  # pylint: disable=import-outside-toplevel
 
   channels = {}
   for item in _CHANNELS.value or ():

@@ -80,7 +80,7 @@ def make_store(inputs: list[str], store: pathlib.Path, preset: str, sample_rate:
 
 def pretrain(store: str, workdir: pathlib.Path, steps: int, seed: int, quick: bool):
   from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
 
   config = pretrain_configs.get_config("demo")
   config.data.store = store
@@ -101,7 +101,7 @@ def pretrain(store: str, workdir: pathlib.Path, steps: int, seed: int, quick: bo
 
 def main(argv):
   del argv
-  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import hostmem  # pylint: disable=import-outside-toplevel
   hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
@@ -136,7 +136,8 @@ def main(argv):
         + (f", val loss {summary['val']['loss']:.4f}" if "val" in summary else ""))
 
   _banner("4/5 export embeddings of the held-out downstream subjects")
-  from sleepfm_jax import export, train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
 
   store = WindowStore(synth_store)

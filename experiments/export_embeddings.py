@@ -38,7 +38,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 def main(argv):
   del argv
-  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import hostmem  # pylint: disable=import-outside-toplevel
   hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
@@ -46,7 +46,7 @@ def main(argv):
     raise app.UsageError("give exactly one of --store or --input")
   import jax  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
   sharding.initialize_distributed(_COORD.value, _NPROC.value, _PID.value, auto=_DISTRIBUTED.value)
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel

@@ -78,7 +78,7 @@ def _store(root: pathlib.Path, dataset: str, rate: int, seed: int) -> str:
 
 def _pretrain(store: str, run_dir: pathlib.Path, dataset: str, mode: str):
   from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
 
   config = pretrain_configs.get_config("demo" if dataset == "synthetic" else "sleepedf")
   config.data.store = store
@@ -93,12 +93,13 @@ def _pretrain(store: str, run_dir: pathlib.Path, dataset: str, mode: str):
 
 def main(argv):
   del argv
-  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import hostmem  # pylint: disable=import-outside-toplevel
   hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   from experiments.configs import supervised as supervised_configs  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import export, supervised, train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import supervised, train  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.evaluation import baselines, probes, report, suite  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.evaluation import embeddings as emb_format  # pylint: disable=import-outside-toplevel

@@ -28,7 +28,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
 
 def main(argv):
   del argv
-  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import hostmem  # pylint: disable=import-outside-toplevel
   hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console clean
     logging.set_verbosity(logging.WARNING)
@@ -36,10 +36,10 @@ def main(argv):
 
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-  from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
   sharding.initialize_distributed(_COORD.value, _NPROC.value, _PID.value, auto=_DISTRIBUTED.value)
-  from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
 
   logging.info("devices: %s", jax.devices())
   summary = train.train(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)

@@ -48,7 +48,7 @@ def main(argv):
     raise app.UsageError("give --recordings or --split_from_checkpoint, not both")
   recordings, channels, extra = _RECORDINGS.value, None, {}
   if _SPLIT_FROM.value:
-    from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
 
     recordings, channels, extra = train.downstream_selection(_SPLIT_FROM.value, _STORE.value)
   config = probes.ProbeConfig(

@@ -39,7 +39,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
 
 def main(argv):
   del argv
-  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import hostmem  # pylint: disable=import-outside-toplevel
   hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
   if _RECORDINGS.value and _SPLIT_FROM.value:
     raise app.UsageError("give --recordings or --split_from_checkpoint, not both")
@@ -47,7 +47,7 @@ def main(argv):
 
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-  from sleepfm_jax import supervised, train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import supervised, train  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.evaluation import probes, suite  # pylint: disable=import-outside-toplevel
 
   recordings, channels, extra = _RECORDINGS.value, None, {}

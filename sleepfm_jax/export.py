@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from sleepfm_jax import checkpointing, sharding, train
+from sleepfm_jax.training import checkpointing, sharding, train
 from sleepfm_jax.data import pipeline
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import embeddings as emb_format

@@ -68,7 +68,7 @@ def synthetic_store(tmp_path_factory) -> str:
 def synthetic_run(synthetic_store, tmp_path_factory):
   """A tiny pairwise model pretrained for 6 steps on `synthetic_store`: (workdir, config, summary)."""
   import train_utils as tu  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
 
   cfg = tu.tiny_config(synthetic_store, preset="demo", total_steps=6, eval_every=6,
                        **{"loss.mode": "pairwise"})

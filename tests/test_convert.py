@@ -10,12 +10,12 @@ import pytest
 from flax import nnx
 
 from conftest import REPO
-from sleepfm_jax import convert
+from sleepfm_jax.training import convert
 from sleepfm_jax.models.effnet1d import EffNet1D
 from sleepfm_jax.models.sleepfm import SleepFM
 
 torch = pytest.importorskip("torch")
-from sleepfm_jax import torch_reference  # noqa: E402  (needs torch for its models)
+from sleepfm_jax.training import torch_reference  # noqa: E402  (needs torch for its models)
 
 TINY = dict(widths=(8, 8, 8, 16, 16, 16, 24, 24), depths=(1, 2, 1, 2, 1, 1, 2), head_width=32,
             embed_dim=16)
@@ -217,9 +217,10 @@ def test_original_checkpoint_round_trip(tmp_path):
 
 def test_package_imports_without_torch():
   code = ("import sys; sys.modules['torch'] = None\n"
-          "import sleepfm_jax.convert, sleepfm_jax.torch_reference, sleepfm_jax.models.sleepfm\n"
+          "import sleepfm_jax.training.convert, sleepfm_jax.training.torch_reference\n"
+          "import sleepfm_jax.models.sleepfm\n"
           "try:\n"
-          "  sleepfm_jax.torch_reference.build_effnet(1)\n"
+          "  sleepfm_jax.training.torch_reference.build_effnet(1)\n"
           "except ImportError as e:\n"
           "  print('ImportError:', e)\n")
   res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
@@ -237,7 +238,8 @@ def test_converted_checkpoint_embeds_like_pytorch(tmp_path):
   """Original .pt -> Orbax checkpoint -> export's Embedder: the PyTorch embeddings, per modality."""
   from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
   from experiments.configs import preprocess as preprocess_configs  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import checkpointing, export  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
 
   models = _original_models()
   _save_original_style_checkpoint(tmp_path / "best.pt", models, 0.5)

@@ -20,7 +20,7 @@ import pytest
 
 import train_utils as tu
 from conftest import REPO
-from sleepfm_jax import train
+from sleepfm_jax.training import train
 from sleepfm_jax.data import discovery
 from sleepfm_jax.data.preprocess import preprocess
 from sleepfm_jax.data.store import WindowStore
@@ -189,7 +189,7 @@ def test_three_modalities_with_a_missing_one(synthetic_store, synthetic_run):
 
 def test_gradient_accumulation_updates_once_per_k_micro_batches(sc_store, tmp_path):
   """grad_accum=2: each logged step consumes two micro-batches and applies one update."""
-  from sleepfm_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
 
   cfg = tu.tiny_config(sc_store, total_steps=2, eval_every=0, **{"optim.grad_accum": 2})
   train.train(cfg, str(tmp_path))

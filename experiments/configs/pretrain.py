@@ -14,7 +14,7 @@ Any field can be overridden on the command line, e.g. ``--config.loss.mode=pairw
 
 import ml_collections
 
-from sleepfm_jax import losses
+from sleepfm_jax.training import losses
 
 # The original SleepFM starts at t = 0 (logit scale 1): cosine logits in [-1, 1] then leave the
 # softmax over a batch of 32 almost flat (even perfectly aligned embeddings give a loss near

@@ -2,7 +2,7 @@
 
 The model is `SupervisedCNN` (the SleepFM EffNet-1D encoders, their pooled features concatenated,
 one linear head), trained from scratch on raw windows in every outer fold of the probe protocol
-(`sleepfm_jax.supervised`, docs/evaluation.md "Baselines").
+(`sleepfm_jax.training.supervised`, docs/evaluation.md "Baselines").
 
 Presets
   demo   a small EffNet-1D (about 0.1 M parameters per modality) for the synthetic demo store:
@@ -43,7 +43,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   # -- loss -----------------------------------------------------------------------------------
   c.class_balanced = True  # cross-entropy weighted by n / (K n_c) of the fold's training labels
 
-  # -- optimiser (read by sleepfm_jax.train.make_optimizer / make_schedule) ---------------------
+  # -- optimiser (read by sleepfm_jax.training.train.make_optimizer / make_schedule) ---------------------
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adamw"
   c.optim.lr = 1e-3

@@ -1,7 +1,7 @@
 """Baselines on raw windows, scored in the probes' harness with the probes' windows and folds.
 
 Two baselines answer "what do the foundation-model embeddings buy?": a classical spectral-feature
-model (here, numpy + scikit-learn) and an end-to-end supervised CNN (`sleepfm_jax.supervised`, JAX).
+model (here, numpy + scikit-learn) and an end-to-end supervised CNN (`training.supervised`, JAX).
 Both evaluate exactly the windows that `probes.probe_embeddings(es, task, "concat")` evaluates on an
 export `es` of the same recordings, with the same outer folds and, at a label fraction, the same
 training windows (`probes.outer_folds` is the one definition they all use):

@@ -182,7 +182,7 @@ class OuterFolds:
   """The outer folds of the probe protocol over the labelled windows of one task.
 
   The single definition of "which windows train and test each outer fold" shared by the probes
-  and the baselines (`evaluation.baselines`, `sleepfm_jax.supervised`), so that every model is
+  and the baselines (`evaluation.baselines`, `training.supervised`), so that every model is
   compared on the same folds and, at a label fraction, trained on the same labelled windows.
 
   Attributes:

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sleepfm_jax import sharding, train
+from sleepfm_jax.training import sharding, train
 from sleepfm_jax.data import pipeline
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import baselines, probes

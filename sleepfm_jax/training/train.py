@@ -2,7 +2,7 @@
 
 The loop is plain JAX: one `jax.jit`-compiled update over global arrays laid out on a
 ``("data", "model")`` mesh (batch split over "data", parameters replicated), Grain for input and
-Orbax (through `sleepfm_jax.checkpointing`) for state. The same code runs on one CPU, on 8 simulated
+Orbax (through `training.checkpointing`) for state. The same code runs on one CPU, on 8 simulated
 devices and on several processes joined by `jax.distributed`.
 
 Sections: splits → model/optimizer → update and eval steps → metrics → the loop (`train`).
@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sleepfm_jax import checkpointing, losses, sharding
+from sleepfm_jax.training import checkpointing, losses, sharding
 from sleepfm_jax.data import pipeline, splits
 from sleepfm_jax.data.channels import MODALITIES
 from sleepfm_jax.data.store import WindowStore

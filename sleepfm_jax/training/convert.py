@@ -36,7 +36,7 @@ from flax import nnx
 
 from sleepfm_jax.models.effnet1d import EffNet1D
 from sleepfm_jax.models.sleepfm import SleepFM
-from sleepfm_jax.torch_reference import import_torch, stage_block_names
+from sleepfm_jax.training.torch_reference import import_torch, stage_block_names
 
 # Original checkpoint entry -> this project's modality name.
 CHECKPOINT_KEYS = {
@@ -268,7 +268,7 @@ def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathL
   Raises:
     ValueError: shapes or channel counts that do not match, naming the modality and key.
   """
-  from sleepfm_jax import checkpointing, train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import checkpointing, train  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.preprocess import PreprocessConfig  # pylint: disable=import-outside-toplevel
 
   ckpt = load_original_checkpoint(path)

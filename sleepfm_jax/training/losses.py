@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from sleepfm_jax.sharding import DATA_AXIS
+from sleepfm_jax.training.sharding import DATA_AXIS
 
 Array = jax.Array
 Stats = dict[str, tuple[Array, Array, Array]]  # term -> (ce_sum, rows, correct)
