@@ -1,6 +1,6 @@
 """Shared pieces of the benchmark scripts: host facts, timing, memory, the paper-shaped step.
 
-Every benchmark builds the *trainer's own* jitted step (`train.init_state` + `train.make_steps`,
+Every benchmark builds the *trainer's own* jitted step (`steps.init_state` + `steps.make_steps`,
 the functions `train.train` runs) and the *exporter's own* forward (`export.Embedder`), so the
 figures measure the code that trains and exports, not a copy. Nothing here is CPU specific: on a
 GPU or TPU the same calls run on `jax.devices()`, and device memory statistics are reported where
@@ -192,7 +192,7 @@ def paper_config(dtype: str = "float32", chunk_rows: int | None = None):
 
 
 class JaxPaperStep:
-  """The trainer's jitted update (`train.make_steps`) on one fixed random batch.
+  """The trainer's jitted update (`steps.make_steps`) on one fixed random batch.
 
   `lower_s` and `compile_s` time tracing+lowering and XLA compilation of that very step; every
   later call runs the compiled executable, which donates the state exactly as in training.
@@ -203,20 +203,20 @@ class JaxPaperStep:
                seed: int = 0):
     import jax  # pylint: disable=import-outside-toplevel
 
-    from sleepfm_jax.training import sharding, train  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import factories, sharding, steps  # pylint: disable=C0415
 
     self.batch_size = batch
     self.config = config if config is not None else paper_config(dtype)
     self.mesh = mesh if mesh is not None else sharding.make_mesh()
     steps_per_epoch = 1000  # only shapes the StepLR schedule, which is traced either way
-    schedule = train.make_schedule(self.config, steps_per_epoch, 20 * steps_per_epoch)
-    tx = train.make_optimizer(self.config, schedule)
+    schedule = factories.make_schedule(self.config, steps_per_epoch, 20 * steps_per_epoch)
+    tx = factories.make_optimizer(self.config, schedule)
     t = time.perf_counter()
-    self.graphdef, self.state, state_sharding = train.init_state(
+    self.graphdef, self.state, state_sharding = steps.init_state(
         self.config, dict(channels), self.mesh, tx)
     jax.block_until_ready(self.state)
     self.init_s = time.perf_counter() - t
-    step, _ = train.make_steps(self.graphdef, self.config, self.mesh, state_sharding,
+    step, _ = steps.make_steps(self.graphdef, self.config, self.mesh, state_sharding,
                                sharding.data_sharding(self.mesh))
     host = paper_inputs(batch, samples, seed, channels)
     host.update({f"present_{m}": np.ones((batch,), bool) for m in channels})

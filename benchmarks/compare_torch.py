@@ -5,7 +5,7 @@ shared machine's load slows both alike:
 
 * step: three EffNet-1D encoders (BAS 5, ECG 1, respiratory 3 channels; 30 s x 256 Hz), the
   leave-one-out contrastive loss, backward and an SGD-momentum(0.9) update with the temperature
-  clamped at t >= 0. JAX runs the trainer's own jitted step (`train.make_steps`, paper preset);
+  clamped at t >= 0. JAX runs the trainer's own jitted step (`steps.make_steps`, paper preset);
   PyTorch runs `sleepfm_jax/training/torch_reference.py` encoders with a leave-one-out loss computed the
   way the original training script computes it.
 * export: the eval-mode forward of the three encoders (JAX: `export.Embedder.embed_batch`,

@@ -6,7 +6,7 @@ weak scaling of a small encoder step over 1, 2, 4, 8 devices.
    256 ... 8192. Each device holds `[B/8, B]` logits per term (never `[B, B]`); reported: median
    seconds, XLA's temporary buffer size of the compiled program, and the size one `[B/8, B]`
    float32 logits block and one full `[B, B]` matrix would take.
-2. Weak scaling: the trainer's jitted step (`train.init_state` + `train.make_steps`) for a small
+2. Weak scaling: the trainer's jitted step (`steps.init_state` + `steps.make_steps`) for a small
    3-modality encoder at a fixed per-device batch on meshes of 1, 2, 4, 8 devices.
 
 Simulated CPU devices share this machine's cores, so part 2 measures the overhead of sharding

@@ -137,11 +137,11 @@ def main(argv):
 
   _banner("4/5 export embeddings of the held-out downstream subjects")
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import runs  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
 
   store = WindowStore(synth_store)
-  plan = train.plan_data(store, config)
+  plan = runs.plan_data(store, config)
   downstream = sorted({store.recording_ids[int(r)] for r in store.recording_of(plan.downstream)})
   emb_dir = root / "embeddings_loo"
   index = export.export_store(str(run_dir), store, str(emb_dir), recordings=downstream)

@@ -99,7 +99,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   from experiments.configs import supervised as supervised_configs  # pylint: disable=import-outside-toplevel
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax.training import supervised, train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import runs, supervised  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.evaluation import baselines, probes, report, suite  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.evaluation import embeddings as emb_format  # pylint: disable=import-outside-toplevel
@@ -119,10 +119,10 @@ def main(argv):
     summaries[mode] = _pretrain(store_path, root / f"pretrain_{mode}", dataset, mode)
     timings[f"pretrain_{mode}_s"] = round(time.time() - t, 1)
   first = root / f"pretrain_{_MODES.value[0]}"
-  split = train.run_splits(str(first), store=store_path)
+  split = runs.run_splits(str(first), store=store_path)
   channels = split["channels"]
   if dataset == "synthetic":
-    recordings = train.held_out_recordings(split)
+    recordings = runs.held_out_recordings(split)
   else:  # one night: pretraining saw (unlabelled) windows of it; probes use time-blocked folds
     recordings = list(store.recording_ids)
   for mode in _MODES.value:

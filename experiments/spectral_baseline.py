@@ -48,9 +48,9 @@ def main(argv):
     raise app.UsageError("give --recordings or --split_from_checkpoint, not both")
   recordings, channels, extra = _RECORDINGS.value, None, {}
   if _SPLIT_FROM.value:
-    from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import runs  # pylint: disable=import-outside-toplevel
 
-    recordings, channels, extra = train.downstream_selection(_SPLIT_FROM.value, _STORE.value)
+    recordings, channels, extra = runs.downstream_selection(_SPLIT_FROM.value, _STORE.value)
   config = probes.ProbeConfig(
       c_grid=tuple(float(c) for c in _C_GRID.value), max_iter=_MAX_ITER.value,
       outer_folds=_FOLDS.value, inner_folds=_INNER_FOLDS.value, gap=_GAP.value, seed=_SEED.value,

@@ -47,12 +47,12 @@ def main(argv):
 
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-  from sleepfm_jax.training import supervised, train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import runs, supervised  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.evaluation import probes, suite  # pylint: disable=import-outside-toplevel
 
   recordings, channels, extra = _RECORDINGS.value, None, {}
   if _SPLIT_FROM.value:
-    recordings, channels, extra = train.downstream_selection(_SPLIT_FROM.value, _STORE.value)
+    recordings, channels, extra = runs.downstream_selection(_SPLIT_FROM.value, _STORE.value)
   logging.info("devices: %s", jax.devices())
   supervised.run(
       _STORE.value, _CONFIG.value, tuple(_TASK.value), recordings=recordings, channels=channels,

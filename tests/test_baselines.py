@@ -15,11 +15,11 @@ import pytest
 from conftest import REPO
 from experiments.configs import supervised as supervised_configs
 from sleepfm_jax import export
-from sleepfm_jax.training import supervised, train
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import baselines, metrics, probes, suite
 from sleepfm_jax.evaluation.embeddings import load_embeddings
 from sleepfm_jax.evaluation.predictions import load_predictions
+from sleepfm_jax.training import runs, supervised
 
 PROBE = probes.ProbeConfig(outer_folds=3, inner_folds=2, c_grid=(0.1, 1.0))
 
@@ -37,7 +37,7 @@ def run_info(synthetic_run, synthetic_store, tmp_path_factory):
   out = tmp_path_factory.mktemp("baselines") / "emb"
   index = export.export_store(str(workdir), synthetic_store, str(out), recordings=recordings,
                               progress=False)
-  channels = train.run_splits(str(workdir))["channels"]
+  channels = runs.run_splits(str(workdir))["channels"]
   return load_embeddings(index.parent), recordings, channels
 
 
@@ -153,7 +153,7 @@ def test_spectral_baseline_stages_synthetic_nights(synthetic_store):
 def test_spectral_cli_takes_the_held_out_recordings_of_a_run(synthetic_run, synthetic_store,
                                                              tmp_path):
   workdir, _, _ = synthetic_run
-  split = json.loads((workdir / train.SPLITS_FILE).read_text())
+  split = json.loads((workdir / runs.SPLITS_FILE).read_text())
   out = tmp_path / "spectral"
   subprocess.run([sys.executable, str(REPO / "experiments" / "spectral_baseline.py"),
                   f"--store={synthetic_store}", f"--split_from_checkpoint={workdir / 'best'}",

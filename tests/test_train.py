@@ -20,10 +20,10 @@ import pytest
 
 import train_utils as tu
 from conftest import REPO
-from sleepfm_jax.training import train
 from sleepfm_jax.data import discovery
 from sleepfm_jax.data.preprocess import preprocess
 from sleepfm_jax.data.store import WindowStore
+from sleepfm_jax.training import runs, train
 
 
 @pytest.fixture(scope="session")
@@ -178,7 +178,7 @@ def test_three_modalities_with_a_missing_one(synthetic_store, synthetic_run):
   terms only, and nothing turns NaN."""
   workdir, cfg, summary = synthetic_run
   rows = tu.read_metrics(workdir)
-  assert set(train.plan_data(WindowStore(synthetic_store), cfg).in_channels) == {"bas", "ecg", "resp"}
+  assert set(runs.plan_data(WindowStore(synthetic_store), cfg).in_channels) == {"bas", "ecg", "resp"}
   ecg_rows = [r["rows/bas->ecg"] for r in rows.values()]
   resp_rows = [r["rows/bas->resp"] for r in rows.values()]
   assert all(r == cfg.batch_size for r in resp_rows)
@@ -214,7 +214,7 @@ def test_clear_errors(sc_store, tmp_path):
 
 def test_time_split_is_disjoint_and_covers(sc_store):
   store = WindowStore(sc_store)
-  plan = train.plan_data(store, tu.tiny_config(sc_store))
+  plan = runs.plan_data(store, tu.tiny_config(sc_store))
   parts = [plan.pretrain, plan.val, plan.downstream]
   assert sum(len(p) for p in parts) == store.num_windows
   assert len(np.unique(np.concatenate(parts))) == store.num_windows
@@ -223,26 +223,26 @@ def test_time_split_is_disjoint_and_covers(sc_store):
   for p in parts:
     assert np.sum(np.diff(p) != 1) < 10
   json.dumps(plan.in_channels)
-  record = train.split_record(store, plan, tu.tiny_config(sc_store))
+  record = runs.split_record(store, plan, tu.tiny_config(sc_store))
   assert not record["parts"]["downstream"]["whole_recordings"]
   with pytest.raises(ValueError, match="only part of its recordings"):
-    train.held_out_recordings(record)
+    runs.held_out_recordings(record)
 
 
 def test_run_writes_its_splits(synthetic_store, synthetic_run, tmp_path):
   workdir, cfg, _ = synthetic_run
-  written = json.loads((workdir / train.SPLITS_FILE).read_text())
+  written = json.loads((workdir / runs.SPLITS_FILE).read_text())
   store = WindowStore(synthetic_store)
-  plan = train.plan_data(store, cfg)
-  assert written == json.loads(json.dumps(train.split_record(store, plan, cfg)))
+  plan = runs.plan_data(store, cfg)
+  assert written == json.loads(json.dumps(runs.split_record(store, plan, cfg)))
   parts = written["parts"]
   assert sum(p["num_windows"] for p in parts.values()) == store.num_windows
   assert sorted(r for p in parts.values() for r in p["recordings"]) == store.recording_ids
   assert all(p["whole_recordings"] for p in parts.values())
   np.testing.assert_array_equal(
       store.indices_for_subjects(parts["downstream"]["subjects"]), plan.downstream)
-  assert train.held_out_recordings(written) == parts["downstream"]["recordings"]
+  assert runs.held_out_recordings(written) == parts["downstream"]["recordings"]
   # Found from a checkpoint path inside the run; recomputed for a run without splits.json.
-  assert train.run_splits(str(workdir / "best")) == written
+  assert runs.run_splits(str(workdir / "best")) == written
   (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
-  assert train.run_splits(str(tmp_path)) == written
+  assert runs.run_splits(str(tmp_path)) == written

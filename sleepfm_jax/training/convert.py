@@ -268,8 +268,9 @@ def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathL
   Raises:
     ValueError: shapes or channel counts that do not match, naming the modality and key.
   """
-  from sleepfm_jax.training import checkpointing, train  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.preprocess import PreprocessConfig  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training.factories import build_model  # pylint: disable=import-outside-toplevel
 
   ckpt = load_original_checkpoint(path)
   prep = PreprocessConfig.from_dict(dict(preprocessing))
@@ -284,7 +285,7 @@ def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathL
     if unknown:
       raise ValueError(f"{path}: channels {unknown} of '{m}' are not in the montage "
                        f"{montage.to_dict()[m]}")
-  model = train.build_model(config, ckpt["in_channels"], seed=0)
+  model = build_model(config, ckpt["in_channels"], seed=0)
   load_torch_weights(model, ckpt)  # refuses mismatched shapes, missing or unexpected keys
   pure = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState)))
   samples = int(round(prep.sample_rate * prep.window_seconds))

@@ -9,12 +9,14 @@ window once, out of fold, in the predictions format v1 (`evaluation.predictions`
 those of `evaluation.baselines.select_windows`, i.e. those the `concat` probe scores on an export of
 the same recordings.
 
-Training reuses the pretraining machinery: `train.make_optimizer` / `make_schedule` (the config's
-`optim` section), the `("data", "model")` mesh with batches split over "data" and replicated
-parameters (`sharding`), Grain batches from `data.pipeline` (a shuffled `train_dataset` over the
-fold's windows; padded `eval_batches` with a validity mask for prediction), one jitted update with
-the state donated, dropout reseeded from (seed, step). Loss: cross-entropy, optionally weighted
-per class by n / (K n_c) of the fold's training labels (`class_balanced`).
+Training shares the pretraining machinery: the model and optimizer factories (`factories`: the
+config's `model` and `optim` blocks), the `("data", "model")` mesh with batches split over "data"
+and replicated parameters (`sharding`), Grain batches from `data.pipeline` (a shuffled
+`train_dataset` over the fold's windows; padded `eval_batches` with a validity mask for
+prediction), the channel selection of `data.selection`, and the training loop itself
+(`loop.Loop`: transfer guard, first-step timing, one metrics fetch per log interval); the jitted
+update donates the state and reseeds dropout from (seed, step). Loss: cross-entropy, optionally
+weighted per class by n / (K n_c) of the fold's training labels (`class_balanced`).
 
 No early stopping: each fold trains for a fixed budget, `max(min_steps, num_epochs x windows /
 batch)` steps (or `total_steps`). An inner validation split would take subjects away from already
@@ -25,12 +27,10 @@ local devices).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import pathlib
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,22 +41,18 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sleepfm_jax.training import sharding, train
 from sleepfm_jax.data import pipeline
+from sleepfm_jax.data.selection import ChannelSelection
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import baselines, probes
 from sleepfm_jax.evaluation.predictions import Predictions
 from sleepfm_jax.models.sleepfm import SupervisedCNN
+from sleepfm_jax.training import sharding
+from sleepfm_jax.training.factories import build_supervised_model, make_optimizer, make_schedule
+from sleepfm_jax.training.loop import Loop
+from sleepfm_jax.training.metrics_log import MetricsLog
 
 LABEL_KEYS = {"staging": "stage", "sdb": "sdb"}
-
-
-def build_model(config: ml_collections.ConfigDict, in_channels: Mapping[str, int],
-                num_classes: int, seed: int) -> SupervisedCNN:
-  m = config.model
-  return SupervisedCNN(dict(in_channels), num_classes=num_classes, widths=tuple(m.widths),
-                       depths=tuple(m.depths), head_width=m.head_width, dropout=m.dropout,
-                       dtype=jnp.dtype(m.dtype), rngs=nnx.Rngs(params=seed, dropout=seed + 1))
 
 
 def class_weights(y: np.ndarray, num_classes: int, balanced: bool) -> np.ndarray:
@@ -131,8 +127,9 @@ class Trainer:
     self.task = task
     self.label_key = LABEL_KEYS[task]
     self.num_classes = num_classes
-    self.channel_index = {m: np.asarray(i) for m, i in channel_index.items()}
-    self.in_channels = {m: len(c) for m, c in channels.items()}
+    self.selection = ChannelSelection({m: tuple(c) for m, c in channels.items()},
+                                      {m: np.asarray(i) for m, i in channel_index.items()})
+    self.in_channels = self.selection.in_channels
     if jax.process_count() > 1:
       raise ValueError("the supervised baseline runs in a single process (any number of its "
                        "devices)")
@@ -145,11 +142,11 @@ class Trainer:
 
   def _build(self):
     config = self.config
-    tx = optax.chain(train.make_optimizer(config, optax.constant_schedule(1.0)),
+    tx = optax.chain(make_optimizer(config, optax.constant_schedule(1.0)),
                      scale_by_learning_rate_arg())
 
     def make():
-      model = build_model(config, self.in_channels, self.num_classes, config.seed)
+      model = build_supervised_model(config, self.in_channels, self.num_classes, config.seed)
       return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     graphdef, abstract = nnx.split(nnx.eval_shape(make))
@@ -195,7 +192,7 @@ class Trainer:
     Channels enter as stored (missing ones are zero-filled by the store), as the exporter feeds
     the pretrained encoders.
     """
-    out = {m: np.asarray(batch[m], np.float32)[:, sel] for m, sel in self.channel_index.items()}
+    out = self.selection.select(batch, presence=False)
     out["label"] = np.maximum(np.asarray(batch[self.label_key], np.int32), 0)
     return out
 
@@ -207,9 +204,9 @@ class Trainer:
     return per_epoch, int(steps)
 
   def learning_rates(self, n_train: int) -> np.ndarray:
-    """[steps] learning rate of each update of a fold (`train.make_schedule` on its budget)."""
+    """[steps] learning rate of each update of a fold (`make_schedule` on its budget)."""
     per_epoch, steps = self.budget(n_train)
-    schedule = train.make_schedule(self.config, per_epoch, steps)
+    schedule = make_schedule(self.config, per_epoch, steps)
     return np.asarray(jax.vmap(schedule)(jnp.arange(steps)), np.float32)
 
   def init(self):
@@ -242,48 +239,19 @@ class Trainer:
     log = None
     if log_dir is not None:
       pathlib.Path(log_dir).mkdir(parents=True, exist_ok=True)
-      log = train.MetricsLog(str(log_dir), resume_step=None)
-    state = self.init()
-
-    def guard():
-      return jax.transfer_guard("disallow") if c.transfer_guard else contextlib.nullcontext()
-
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
-    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False,
-               dynamic_ncols=True)
-    t_start = t_last = time.perf_counter()
-    first_step_s, pending, seen, loss = 0.0, [], 0, float("nan")
-    for step in range(1, steps + 1):
-      lr = jax.device_put(lrs[step - 1], self._replicated)
-      for _ in range(c.optim.grad_accum):
-        batch = sharding.host_local_batch_to_global(self.inputs(next(data)), self.mesh)
-        with guard():  # the uploads above are the step's only host->device transfers
-          state, metrics = self._train_step(state, batch, weights, lr)
-      pending.append(metrics)
-      seen += c.batch_size
-      bar.update(1)
-      if step == 1:  # keep compilation out of the throughput
-        jax.block_until_ready(metrics)
-        first_step_s = time.perf_counter() - t_start
-        t_last, seen = time.perf_counter(), 0
-      if step % c.log_every == 0 or step == steps:
-        fetched = jax.device_get(pending)  # one sync per log interval
-        avg = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
-        avg["lr"] = float(lrs[step - 1])
-        if seen:
-          avg["samples_per_s"] = seen / (time.perf_counter() - t_last)
-        loss = avg["loss"]
-        if log is not None:
-          log.write(step, "train", avg)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        pending = []
-    bar.close()
-    seconds = time.perf_counter() - t_start
-    timed = seconds - first_step_s
-    info = {"steps": steps, "seconds": seconds, "first_step_s": first_step_s,
+      log = MetricsLog(str(log_dir), resume_step=None)
+    rep = self._replicated
+    loop = Loop(total_steps=steps, batch_size=c.batch_size, grad_accum=c.optim.grad_accum,
+                log_every=c.log_every, learning_rate=lambda step: lrs[step - 1],
+                transfer_guard=c.transfer_guard, log=log, progress=progress, desc=desc,
+                leave=False)
+    batches = (sharding.host_local_batch_to_global(self.inputs(b), self.mesh) for b in data)
+    state = loop.run(self.init(), self._train_step, batches,
+                     step_args=lambda step: (weights, jax.device_put(lrs[step - 1], rep)))
+    timed = loop.wall_s - loop.first_step_s
+    info = {"steps": steps, "seconds": loop.wall_s, "first_step_s": loop.first_step_s,
             "samples_per_s": (steps - 1) * c.batch_size / timed if steps > 1 else 0.0,
-            "final_loss": loss}
+            "final_loss": loop.train["loss"]}
     return state, info
 
   def predict(self, state, store_path: str, index: np.ndarray, *,
