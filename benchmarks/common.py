@@ -7,7 +7,7 @@ GPU or TPU the same calls run on `jax.devices()`, and device memory statistics a
 the backend offers `Device.memory_stats()`.
 
 Paper shapes: three encoders (BAS 5 channels, ECG 1, respiratory 3), 30-s windows at 256 Hz
-(7680 samples), leave-one-out loss, SGD with momentum 0.9 (`experiments/configs/pretrain.py:paper`).
+(7680 samples), leave-one-out loss, SGD with momentum 0.9 (the package's `configs/pretrain.py:paper`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pathlib
 import platform
 import resource
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python benchmarks/x.py` from anywhere, without installing
-  sys.path.insert(0, str(REPO))
+from sleepfm_jax.training import hostmem
 
-from sleepfm_jax.training import hostmem  # noqa: E402  (needs the path above)
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Before any benchmark starts JAX (or PyTorch): both then reuse freed buffers instead of mapping
 # fresh zero-filled pages on every call, as the CLIs do. SLEEPFM_JAX_HOST_ALLOCATOR=system opts out.
@@ -177,7 +174,7 @@ def paper_inputs(batch: int, samples: int = PAPER_SAMPLES, seed: int = 0,
 
 def paper_config(dtype: str = "float32", chunk_rows: int | None = None):
   """The `paper` pretraining preset with the compute dtype (and loss chunking) overridden."""
-  from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import pretrain as pretrain_configs  # pylint: disable=C0415
 
   config = pretrain_configs.get_config("paper")
   config.model.dtype = dtype

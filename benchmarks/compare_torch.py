@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common  # noqa: F401  (sets the host allocator before JAX starts)
 from common import PAPER_CHANNELS, PAPER_SAMPLES, RssSampler, summarise, timed
 
 

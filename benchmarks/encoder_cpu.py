@@ -17,7 +17,7 @@ import platform
 import statistics
 import time
 
-import common  # repository on sys.path; host allocator set before JAX starts
+import common  # host allocator set before JAX starts
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -23,7 +23,7 @@ import argparse
 import os
 import time
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common  # noqa: F401  (sets the host allocator before JAX starts)
 from common import summarise, timed
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common  # noqa: F401  (sets the host allocator before JAX starts)
 from common import RssSampler, summarise, timed
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from experiments.configs import supervised as supervised_configs
 from sleepfm_jax import export
+from sleepfm_jax.configs import supervised as supervised_configs
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import baselines, metrics, probes, suite
 from sleepfm_jax.evaluation.embeddings import load_embeddings

@@ -257,7 +257,7 @@ def test_cli_writes_store_and_report(tmp_path):
   (d / "stray.csv").write_text("onset,duration,label\n0,30,Sleep stage W\n")
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   cmd = [sys.executable, str(REPO / "experiments" / "preprocess.py"), f"--input={d}",
-         f"--output={tmp_path / 'out'}", f"--config={REPO}/experiments/configs/preprocess.py:paper",
+         f"--out={tmp_path / 'out'}", "--config=paper",
          "--config.montage=standard", "--noprogress"]
   res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
   assert res.returncode == 0, res.stderr[-2000:]

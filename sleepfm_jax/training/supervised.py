@@ -279,7 +279,7 @@ def cross_validate(store: WindowStore | str, table: baselines.WindowTable, task:
     store: the window store `table` was selected from.
     table: the windows (`baselines.select_windows`).
     task: "staging" (5 classes) or "sdb" (binary).
-    config: a `experiments/configs/supervised.py` config.
+    config: a `configs/supervised.py` config.
     probe_config: outer folds, seed and gap of the probe protocol (other fields unused).
     label_fraction: fraction of each training fold's labels (`probes.label_subset`).
     trainer: reuse compiled functions across calls (same config and task); default a new one.

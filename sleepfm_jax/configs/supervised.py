@@ -1,8 +1,8 @@
-"""End-to-end supervised CNN baseline: ``--config=experiments/configs/supervised.py:PRESET``.
+"""End-to-end supervised CNN baseline: ``--config=supervised.py:PRESET`` (file in this package).
 
 The model is `SupervisedCNN` (the SleepFM EffNet-1D encoders, their pooled features concatenated,
 one linear head), trained from scratch on raw windows in every outer fold of the probe protocol
-(`sleepfm_jax.training.supervised`, docs/evaluation.md "Baselines").
+(`training.supervised`, docs/evaluation.md "Baselines").
 
 Presets
   demo   a small EffNet-1D (about 0.1 M parameters per modality) for the synthetic demo store:
@@ -11,15 +11,19 @@ Presets
          store, with the original optimiser (SGD momentum 0.9, LR 1e-3, StepLR x0.1 every
          5 epochs, batch 32).
 
-Any field can be overridden, e.g. ``--config.total_steps=200 --config.model.dropout=0.2``.
+Every preset only overrides `base_config()`. Any field can be overridden, e.g.
+``--config.total_steps=200 --config.model.dropout=0.2``.
 """
 
 import ml_collections
 
+from sleepfm_jax.configs import common
 
-def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+PRESETS = ("demo", "paper")
+
+
+def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.preset = arg
   c.seed = 0  # model initialisation (the same in every fold), dropout and data order
   c.num_devices = 0  # first N devices of this process; 0 = all
 
@@ -33,28 +37,13 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.data.prefetch = 2
 
   # -- model ----------------------------------------------------------------------------------
-  c.model = ml_collections.ConfigDict()
-  c.model.widths = (32, 16, 24, 40, 80, 112, 192, 320)
-  c.model.depths = (1, 2, 2, 3, 3, 3, 3)
-  c.model.head_width = 1280
-  c.model.dropout = 0.5
-  c.model.dtype = "float32"  # compute dtype ("bfloat16" on accelerators); params stay float32
+  c.model = common.encoder()
 
   # -- loss -----------------------------------------------------------------------------------
   c.class_balanced = True  # cross-entropy weighted by n / (K n_c) of the fold's training labels
 
-  # -- optimiser (read by sleepfm_jax.training.train.make_optimizer / make_schedule) ---------------------
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = "adamw"
-  c.optim.lr = 1e-3
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 1e-4
-  c.optim.schedule = "cosine"
-  c.optim.warmup_steps = 0
-  c.optim.step_every_epochs = 5
-  c.optim.step_factor = 0.1
-  c.optim.grad_clip = 0.0
-  c.optim.grad_accum = 1
+  # -- optimiser ------------------------------------------------------------------------------
+  c.optim = common.optimizer()
 
   # -- loop (per outer fold) --------------------------------------------------------------------
   c.batch_size = 32
@@ -64,23 +53,20 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.eval_batch_size = 64
   c.log_every = 10
   c.transfer_guard = True
+  return c
 
-  if arg == "demo":
-    c.model.widths = (16, 16, 24, 32, 48, 64, 96, 128)
-    c.model.depths = (1, 1, 1, 2, 2, 2, 1)
-    c.model.head_width = 256
-    c.model.dropout = 0.1
+
+def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+  opts = common.parse_arg(arg, PRESETS)
+  c = base_config()
+  c.preset = arg or PRESETS[0]
+  if opts.preset == "demo":
+    c.model.update(widths=(16, 16, 24, 32, 48, 64, 96, 128), depths=(1, 1, 1, 2, 2, 2, 1),
+                   head_width=256, dropout=0.1)
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 20
     c.num_epochs = 5.0
-    c.min_steps = 100
-  elif arg == "paper":
-    c.optim.name = "sgd"
-    c.optim.lr = 1e-3
-    c.optim.weight_decay = 0.0
-    c.optim.schedule = "step"
-    c.num_epochs = 10.0
+  elif opts.preset == "paper":
+    common.original_optimizer(c.optim)
     c.min_steps = 200
-  else:
-    raise ValueError(f"unknown preset {arg!r}; choose demo or paper")
   return c
