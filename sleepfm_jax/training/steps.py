@@ -63,7 +63,7 @@ def make_steps(graphdef, config: ml_collections.ConfigDict, mesh: jax.sharding.M
 
     (loss, metrics), grads = nnx.value_and_grad(objective, has_aux=True)(model)
     optimizer.update(model, grads)
-    model.t[...] = jnp.clip(model.t[...], t_lo, t_hi)
+    model.t[...] = losses.clamp_temperature(model.t[...], t_lo, t_hi)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                    temperature=model.t[...])
     return nnx.state((model, optimizer)), metrics
@@ -86,7 +86,7 @@ def pure_trees(graphdef, state):
           nnx.to_pure_dict(nnx.state(optimizer, nnx.Not(nnx.RngState))))
 
 
-def restore(ckpt, step, graphdef, state, state_sharding, data_iter):  # noqa: ARG001
+def restore(ckpt, step, graphdef, state, state_sharding, data_iter):
   """Restores model, optimizer and data iterator from checkpoint `step`; returns sharded state."""
   model, optimizer = nnx.merge(graphdef, state)
   no_rng = nnx.Not(nnx.RngState)
