@@ -32,9 +32,16 @@ PRESETS = ("demo", "sleepedf", "paper")
 # ln(1 + 31/e) = 2.5 against 3.47 at chance, until t has grown), which a long GPU run outgrows but
 # a few hundred CPU steps do not. The short presets therefore use CLIP's settings (t = log(1/0.07)
 # at init, logit scale capped at 100); `paper` keeps the original's t = 0, t >= 0.
-def _clip_temperature(c: ml_collections.ConfigDict) -> None:
+def _short_cpu_run(c: ml_collections.ConfigDict, steps: int) -> None:
+  """The short presets (minutes on a CPU): CLIP's temperature, AdamW 2e-3 with 20 warm-up steps,
+  dropout 0.1, validation on 8 batches."""
   c.loss.temperature_init = losses.TEMPERATURE_INIT_CLIP
   c.loss.temperature_max = losses.TEMPERATURE_MAX_CLIP
+  c.model.dropout = 0.1
+  c.optim.lr = 2e-3
+  c.optim.warmup_steps = 20
+  c.total_steps = steps
+  c.eval_max_batches = 8
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -91,22 +98,12 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   c.preset = arg or PRESETS[0]
   if opts.preset == "demo":
     c.data.store = "runs/demo/stores/synthetic"
-    c.model.dropout = 0.1
-    _clip_temperature(c)
-    c.optim.lr = 2e-3
-    c.optim.warmup_steps = 20
-    c.total_steps = 300
-    c.eval_max_batches = 8
+    _short_cpu_run(c, steps=300)
   elif opts.preset == "sleepedf":
     c.data.store = "runs/sleepedf/stores/sleepedf"
     c.data.modalities = ("bas", "resp")
     c.data.split = "time"
-    c.model.dropout = 0.1
-    _clip_temperature(c)
-    c.optim.lr = 2e-3
-    c.optim.warmup_steps = 20
-    c.total_steps = 600
-    c.eval_max_batches = 8
+    _short_cpu_run(c, steps=600)
   elif opts.preset == "paper":
     c.data.store = "runs/paper/stores/paper"
     common.original_optimizer(c.optim)
