@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.eval_every = 100  # validation loss every this many steps and at the end (0 = never)
   c.eval_max_batches = 0  # cap on validation batches per evaluation (0 = all)
+  c.eval_seed = 0  # which validation windows, in which batches (the same at every evaluation)
   c.checkpoint_every = 100
   c.max_to_keep = 3
   c.async_checkpointing = True

@@ -69,6 +69,9 @@ def plot_curves(rows: list[dict], path: str):
     acc_keys = sorted(k for k in rs[-1] if k.startswith("acc/"))
     for k in acc_keys:
       axes[1].plot(steps, [r.get(k, np.nan) for r in rs], style, label=f"{split} {k[4:]}")
+    if split == "val" and "top1" in rs[-1]:
+      axes[1].plot(steps, [r.get("top1", np.nan) for r in rs], "ko-", label="val top-1 (mean)")
+      axes[1].plot(steps, [r.get("top1_chance", np.nan) for r in rs], "k:", label="chance")
     if split == "train":
       axes[2].plot(steps, [r.get("temperature", np.nan) for r in rs], label="t (logit scale = e^t)")
   axes[0].set_title("contrastive loss")

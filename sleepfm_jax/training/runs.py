@@ -79,6 +79,19 @@ def plan_data(store: WindowStore, config: ml_collections.ConfigDict) -> DataPlan
   return plan
 
 
+def validation_windows(val: np.ndarray, *, batch_size: int, max_batches: int = 0,
+                       seed: int = 0) -> np.ndarray:
+  """The windows a validation pass reads, in the order they are batched.
+
+  A seeded permutation of the whole validation split, cut to `max_batches * batch_size` windows
+  when `max_batches` caps the pass: every evaluation of a run sees the same windows in the same
+  batches, drawn from across the split (all its subjects and nights), never a run of consecutive
+  windows, whose within-batch retrieval would be a different (harder, time-correlated) task.
+  """
+  order = np.random.default_rng(seed).permutation(np.asarray(val, np.int64))
+  return order[:max_batches * batch_size] if max_batches else order
+
+
 def split_record(store: WindowStore, plan: DataPlan,
                  config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What each split of a run holds, by recording and subject id (the run's `splits.json`).

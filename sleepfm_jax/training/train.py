@@ -28,31 +28,62 @@ from sleepfm_jax.training import checkpointing, sharding, steps
 from sleepfm_jax.training.factories import make_optimizer, make_schedule
 from sleepfm_jax.training.loop import Loop
 from sleepfm_jax.training.metrics_log import MetricsLog
-from sleepfm_jax.training.runs import SPLITS_FILE, DataPlan, plan_data, split_record
+from sleepfm_jax.training.runs import (SPLITS_FILE, DataPlan, plan_data, split_record,
+                                       validation_windows)
+
+
+def validation_source(plan: DataPlan, config: ml_collections.ConfigDict
+                      ) -> pipeline.WindowSource | None:
+  """The validation windows (`runs.validation_windows`) as a source, or None without a val split."""
+  if not len(plan.val):
+    return None
+  windows = validation_windows(plan.val, batch_size=config.batch_size,
+                               max_batches=config.eval_max_batches, seed=config.eval_seed)
+  return pipeline.WindowSource(config.data.store, windows, plan.modalities)
 
 
 def evaluate(eval_step, state, source, plan: DataPlan, config, mesh) -> dict:
-  """Validation metrics over the val split, averaged over windows (padded rows excluded)."""
+  """Validation metrics over `source` (`validation_source`), padded rows excluded.
+
+  Losses are averaged over windows, as the original's per-window average. `acc/<term>` is the
+  within-batch top-1 retrieval accuracy of each loss term, pooled over the rows the term scored;
+  `top1` is its mean over terms and `top1_chance` what random embeddings would score (one correct
+  candidate among a batch's valid ones: 1/batch for full batches).
+  """
   sums: dict[str, float] = {}
+  rows: dict[str, float] = {}
+  hits: dict[str, float] = {}
+  batches_with_rows: dict[str, int] = {}
   total = 0.0
   local = config.batch_size // jax.process_count()
   batches = pipeline.eval_batches(source, batch_size=local, process_index=jax.process_index(),
                                   process_count=jax.process_count())
   selection = plan.selection
-  for i, batch in enumerate(batches):
-    if config.eval_max_batches and i >= config.eval_max_batches:
-      break
+  for batch in batches:
     host = selection.select(batch)
     metrics = jax.device_get(eval_step(state, sharding.host_local_batch_to_global(host, mesh)))
     # Weight each batch by its real (unpadded) windows, as the original's per-window average.
     n = float(metrics.pop("count"))
     total += n
     for k, v in metrics.items():
-      if np.ndim(v) == 0 and not k.startswith("rows/"):
+      if k.startswith("acc/"):
+        term = k[len("acc/"):]
+        r = float(metrics[f"rows/{term}"])
+        rows[term] = rows.get(term, 0.0) + r
+        hits[term] = hits.get(term, 0.0) + float(v) * r
+        batches_with_rows[term] = batches_with_rows.get(term, 0) + int(r > 0)
+      elif np.ndim(v) == 0 and not k.startswith("rows/"):
         sums[k] = sums.get(k, 0.0) + float(v) * n
   if total == 0:
     raise ValueError("validation split produced no valid windows")
-  return {k: v / total for k, v in sums.items()}
+  out = {k: v / total for k, v in sums.items()}
+  scored = [t for t in rows if rows[t] > 0]
+  for t in scored:
+    out[f"acc/{t}"] = hits[t] / rows[t]
+  if scored:
+    out["top1"] = float(np.mean([hits[t] / rows[t] for t in scored]))
+    out["top1_chance"] = float(np.mean([batches_with_rows[t] / rows[t] for t in scored]))
+  return out
 
 
 def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
@@ -102,8 +133,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   store = WindowStore(config.data.store)
   plan = plan_data(store, config)
   data_iter = _train_iterator(plan, config)
-  val_src = (pipeline.WindowSource(config.data.store, plan.val, plan.modalities)
-             if len(plan.val) else None)
+  val_src = validation_source(plan, config)
   steps_per_epoch = len(plan.pretrain) // config.batch_size
   total_steps = config.total_steps or math.ceil(config.num_epochs * steps_per_epoch)
 
