@@ -87,3 +87,9 @@ def encoder() -> ml_collections.ConfigDict:
   m.dropout = 0.5
   m.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
   return m
+
+
+def copy_encoder(source: ml_collections.ConfigDict, target: ml_collections.ConfigDict) -> None:
+  """Sets `target`'s encoder fields (those of `encoder()`) to `source`'s: the same EffNet-1D."""
+  for key in encoder():
+    target[key] = source[key]

@@ -11,6 +11,12 @@ Presets
          store, with the original optimiser (SGD momentum 0.9, LR 1e-3, StepLR x0.1 every
          5 epochs, batch 32).
 
+Options (after the preset, comma-separated)
+  model_from=PRESET  the encoder (widths, depths, head width, dropout, dtype) of the pretraining
+                     preset `configs/pretrain.py:PRESET` (options joined by "+", e.g.
+                     `demo,model_from=demo+quick`): the CNN then has exactly the architecture of
+                     the encoders it is compared with.
+
 Every preset only overrides `base_config()`. Any field can be overridden, e.g.
 ``--config.total_steps=200 --config.model.dropout=0.2``.
 """
@@ -53,11 +59,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 64
   c.log_every = 10
   c.transfer_guard = True
+
+  # -- early stopping on an inner validation split of each fold (training/supervised.py) ---------
+  c.early_stopping = ml_collections.ConfigDict()
+  c.early_stopping.enabled = True  # False: every fold trains its whole budget on all its windows
+  c.early_stopping.val_fraction = 0.2  # of the fold's labelled training windows (whole subjects)
+  c.early_stopping.eval_every = 20  # steps between validations (and at the last step)
+  c.early_stopping.patience = 5  # validations without improvement before stopping
+  c.early_stopping.min_windows = 50  # fewer labelled training windows: no split, full budget
   return c
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
-  opts = common.parse_arg(arg, PRESETS)
+  opts = common.parse_arg(arg, PRESETS, model_from="")
   c = base_config()
   c.preset = arg or PRESETS[0]
   if opts.preset == "demo":
@@ -69,4 +83,8 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
   elif opts.preset == "paper":
     common.original_optimizer(c.optim)
     c.min_steps = 200
+  if opts.model_from:
+    from sleepfm_jax.configs import pretrain  # pylint: disable=import-outside-toplevel
+
+    common.copy_encoder(pretrain.get_config(opts.model_from.replace("+", ",")).model, c.model)
   return c

@@ -11,8 +11,9 @@ trainers share:
   written with the learning rate and samples/s to a `MetricsLog`;
 * a tqdm bar;
 * an `after_step(step, state)` hook for what differs between trainers (validation, checkpoints,
-  early stopping); it returns True to stop, and calls `restart_clock` when it spent time that is
-  not training (evaluation), so that time stays out of the throughput.
+  early stopping); it returns True to stop (the metrics of the interval so far are then logged),
+  and calls `restart_clock` when it spent time that is not training (evaluation), so that time
+  stays out of the throughput.
 
 Dropout reseeding from (seed, update count) is part of each trainer's jitted update, where the
 update count lives.
@@ -114,6 +115,8 @@ class Loop:
         self._write(step, pending, bar)
         pending = []
       if after_step is not None and after_step(step, state):
+        if pending:  # the stopped interval's metrics are logged, not lost
+          self._write(step, pending, bar)
         break
     bar.close()
     self.final_step = step
