@@ -1,13 +1,13 @@
 """Shared pieces of the benchmark scripts: host facts, timing, memory, the paper-shaped step.
 
-Every benchmark builds the *trainer's own* jitted step (`train.init_state` + `train.make_steps`,
+Every benchmark builds the *trainer's own* jitted step (`steps.init_state` + `steps.make_steps`,
 the functions `train.train` runs) and the *exporter's own* forward (`export.Embedder`), so the
 figures measure the code that trains and exports, not a copy. Nothing here is CPU specific: on a
 GPU or TPU the same calls run on `jax.devices()`, and device memory statistics are reported where
 the backend offers `Device.memory_stats()`.
 
 Paper shapes: three encoders (BAS 5 channels, ECG 1, respiratory 3), 30-s windows at 256 Hz
-(7680 samples), leave-one-out loss, SGD with momentum 0.9 (`experiments/configs/pretrain.py:paper`).
+(7680 samples), leave-one-out loss, SGD with momentum 0.9 (the package's `configs/pretrain.py:paper`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import pathlib
 import platform
 import resource
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,11 +25,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python benchmarks/x.py` from anywhere, without installing
-  sys.path.insert(0, str(REPO))
+from sleepfm_jax.training import hostmem
 
-from sleepfm_jax import hostmem  # noqa: E402  (needs the path above)
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Before any benchmark starts JAX (or PyTorch): both then reuse freed buffers instead of mapping
 # fresh zero-filled pages on every call, as the CLIs do. SLEEPFM_JAX_HOST_ALLOCATOR=system opts out.
@@ -177,7 +174,7 @@ def paper_inputs(batch: int, samples: int = PAPER_SAMPLES, seed: int = 0,
 
 def paper_config(dtype: str = "float32", chunk_rows: int | None = None):
   """The `paper` pretraining preset with the compute dtype (and loss chunking) overridden."""
-  from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import pretrain as pretrain_configs  # pylint: disable=C0415
 
   config = pretrain_configs.get_config("paper")
   config.model.dtype = dtype
@@ -192,7 +189,7 @@ def paper_config(dtype: str = "float32", chunk_rows: int | None = None):
 
 
 class JaxPaperStep:
-  """The trainer's jitted update (`train.make_steps`) on one fixed random batch.
+  """The trainer's jitted update (`steps.make_steps`) on one fixed random batch.
 
   `lower_s` and `compile_s` time tracing+lowering and XLA compilation of that very step; every
   later call runs the compiled executable, which donates the state exactly as in training.
@@ -203,20 +200,20 @@ class JaxPaperStep:
                seed: int = 0):
     import jax  # pylint: disable=import-outside-toplevel
 
-    from sleepfm_jax import sharding, train  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import factories, sharding, steps  # pylint: disable=C0415
 
     self.batch_size = batch
     self.config = config if config is not None else paper_config(dtype)
     self.mesh = mesh if mesh is not None else sharding.make_mesh()
     steps_per_epoch = 1000  # only shapes the StepLR schedule, which is traced either way
-    schedule = train.make_schedule(self.config, steps_per_epoch, 20 * steps_per_epoch)
-    tx = train.make_optimizer(self.config, schedule)
+    schedule = factories.make_schedule(self.config, steps_per_epoch, 20 * steps_per_epoch)
+    tx = factories.make_optimizer(self.config, schedule)
     t = time.perf_counter()
-    self.graphdef, self.state, state_sharding = train.init_state(
+    self.graphdef, self.state, state_sharding = steps.init_state(
         self.config, dict(channels), self.mesh, tx)
     jax.block_until_ready(self.state)
     self.init_s = time.perf_counter() - t
-    step, _ = train.make_steps(self.graphdef, self.config, self.mesh, state_sharding,
+    step, _ = steps.make_steps(self.graphdef, self.config, self.mesh, state_sharding,
                                sharding.data_sharding(self.mesh))
     host = paper_inputs(batch, samples, seed, channels)
     host.update({f"present_{m}": np.ones((batch,), bool) for m in channels})
@@ -265,7 +262,8 @@ class JaxExport:
                devices=None):
     import jax  # pylint: disable=import-outside-toplevel
 
-    from sleepfm_jax import export, sharding  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
     channels = {m: tuple(f"ch{i}" for i in range(n)) for m, n in model.in_channels.items()}
     mesh = sharding.make_mesh(devices=list(devices or jax.local_devices()))
@@ -287,7 +285,7 @@ class JaxExport:
     mesh)."""
     import jax  # pylint: disable=import-outside-toplevel
 
-    from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
     inputs = {m: self.batch[m][:, self.index[m]] for m in self.embedder.modalities}
     return jax.device_put(inputs, sharding.data_sharding(self.embedder.mesh))

@@ -5,8 +5,8 @@ shared machine's load slows both alike:
 
 * step: three EffNet-1D encoders (BAS 5, ECG 1, respiratory 3 channels; 30 s x 256 Hz), the
   leave-one-out contrastive loss, backward and an SGD-momentum(0.9) update with the temperature
-  clamped at t >= 0. JAX runs the trainer's own jitted step (`train.make_steps`, paper preset);
-  PyTorch runs `sleepfm_jax/torch_reference.py` encoders with a leave-one-out loss computed the
+  clamped at t >= 0. JAX runs the trainer's own jitted step (`steps.make_steps`, paper preset);
+  PyTorch runs `sleepfm_jax/training/torch_reference.py` encoders with a leave-one-out loss computed the
   way the original training script computes it.
 * export: the eval-mode forward of the three encoders (JAX: `export.Embedder.embed_batch`,
   numpy in, numpy out; PyTorch: `inference_mode`, numpy in, numpy out).
@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common  # noqa: F401  (sets the host allocator before JAX starts)
 from common import PAPER_CHANNELS, PAPER_SAMPLES, RssSampler, summarise, timed
 
 
@@ -36,7 +36,7 @@ class TorchPaperStep:
 
   def __init__(self, batch: int, samples: int = PAPER_SAMPLES,
                channels: Mapping[str, int] = PAPER_CHANNELS, lr: float = 1e-3, seed: int = 0):
-    from sleepfm_jax import torch_reference  # pylint: disable=import-outside-toplevel
+    from sleepfm_jax.training import torch_reference  # pylint: disable=import-outside-toplevel
 
     torch = torch_reference.import_torch()
     self.torch = torch
@@ -130,7 +130,7 @@ def main():
   import jax  # pylint: disable=import-outside-toplevel
 
   jax.config.update("jax_enable_compilation_cache", False)  # compile times stay honest
-  from sleepfm_jax.torch_reference import import_torch  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training.torch_reference import import_torch  # pylint: disable=C0415
 
   torch = import_torch()
   if args.torch_threads:

@@ -17,7 +17,7 @@ import platform
 import statistics
 import time
 
-import common  # repository on sys.path; host allocator set before JAX starts
+import common  # host allocator set before JAX starts
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,7 +52,7 @@ def jax_step_fn(model, mode):
 def torch_step_fn(c_in, mode):
   import torch  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax.torch_reference import build_effnet  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training.torch_reference import build_effnet  # pylint: disable=C0415
 
   model = build_effnet(c_in).train(mode == "train")
 

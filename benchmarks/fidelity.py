@@ -57,7 +57,7 @@ def make_record(root: pathlib.Path, windows: int, first: int, seed: int):
 def reference(inputs, seed: int):
   """Full-size PyTorch encoders, random, BN calibrated on the original's inputs; their unit
   embeddings; and the `.pt` state to convert."""
-  from sleepfm_jax import torch_reference  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import torch_reference  # pylint: disable=import-outside-toplevel
 
   torch = torch_reference.import_torch()
   keys = {"resp": "respiratory", "bas": "sleep_stages", "ecg": "ekg"}
@@ -85,9 +85,9 @@ def main() -> None:
   import torch  # pylint: disable=import-outside-toplevel
 
   import sleepfm_jax  # pylint: disable=import-outside-toplevel
-  from experiments.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
-  from experiments.configs import pretrain  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import convert  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import pretrain  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import convert  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
 
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="sleepfm-fidelity-"))

@@ -6,7 +6,7 @@ weak scaling of a small encoder step over 1, 2, 4, 8 devices.
    256 ... 8192. Each device holds `[B/8, B]` logits per term (never `[B, B]`); reported: median
    seconds, XLA's temporary buffer size of the compiled program, and the size one `[B/8, B]`
    float32 logits block and one full `[B, B]` matrix would take.
-2. Weak scaling: the trainer's jitted step (`train.init_state` + `train.make_steps`) for a small
+2. Weak scaling: the trainer's jitted step (`steps.init_state` + `steps.make_steps`) for a small
    3-modality encoder at a fixed per-device batch on meshes of 1, 2, 4, 8 devices.
 
 Simulated CPU devices share this machine's cores, so part 2 measures the overhead of sharding
@@ -23,7 +23,7 @@ import argparse
 import os
 import time
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common  # noqa: F401  (sets the host allocator before JAX starts)
 from common import summarise, timed
 
 
@@ -32,7 +32,7 @@ def loss_scaling(batches, modes, dim: int, rounds: int) -> dict:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax import losses, sharding  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import losses, sharding  # pylint: disable=import-outside-toplevel
 
   mesh = sharding.make_mesh()
   n_dev = sharding.data_axis_size(mesh)
@@ -74,7 +74,7 @@ def loss_scaling(batches, modes, dim: int, rounds: int) -> dict:
 def weak_scaling(device_counts, per_device_batch: int, samples: int, rounds: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
   channels = dict(common.PAPER_CHANNELS)
   out = {"per_device_batch": per_device_batch, "samples": samples, "channels": channels,

@@ -2,7 +2,7 @@ r"""The trainer's paper-shaped pretraining step and the exporter's forward: spee
 
 Paper shapes: three EffNet-1D encoders (BAS 5 channels, ECG 1, respiratory 3), 30-s windows at
 256 Hz (7680 samples), leave-one-out loss, SGD momentum 0.9 (`configs/pretrain.py:paper`). The step
-is the trainer's own (`train.init_state` + `train.make_steps`, jitted, state donated) on one fixed
+is the trainer's own (`steps.init_state` + `steps.make_steps`, jitted, state donated) on one fixed
 random batch; export is `export.Embedder.embed_batch` (numpy in, numpy out, eval mode).
 
 Per batch size: trace/lower and XLA compile seconds of the step, median step seconds and
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import common  # noqa: F401  (puts the repository on sys.path)
+import common  # noqa: F401  (sets the host allocator before JAX starts)
 from common import RssSampler, summarise, timed
 
 

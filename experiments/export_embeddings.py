@@ -2,73 +2,68 @@ r"""Exports per-window embeddings from a pretrained checkpoint.
 
   # every recording of a window store
   python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo \
-      --store=runs/demo/stores/synthetic --output=runs/demo/embeddings_loo
+      --store=runs/demo/stores/synthetic --out=runs/demo/embeddings_loo
   # EDF/EDF+/WFDB files or folders, preprocessed like the checkpoint's training data
   python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo \
-      --input=/data/my_psg --output=runs/my_psg_embeddings
+      --input=/data/my_psg --out=runs/my_psg_embeddings
 
   # control: the same architecture and channels with random weights (what did pretraining add?)
   python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo --untrained_seed=0 \
-      --store=runs/demo/stores/synthetic --output=runs/demo/embeddings_untrained
+      --store=runs/demo/stores/synthetic --out=runs/demo/embeddings_untrained
 
 Output: one .npz per recording plus index.json (format v1, docs/evaluation.md).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from sleepfm_jax import cli
 
 _CKPT = flags.DEFINE_string("checkpoint", None, "Work directory, best/, checkpoints/ or a step.",
                             required=True)
 _STORE = flags.DEFINE_string("store", None, "A window store to embed.")
 _INPUT = flags.DEFINE_list("input", None, "EDF/WFDB files or folders to preprocess and embed.")
 _MANIFEST = flags.DEFINE_string("manifest", None, "Optional manifest CSV for --input.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output directory.", required=True)
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
 _RECORDINGS = flags.DEFINE_list("recordings", None, "Only these recording ids (with --store).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Windows per forward pass.")
 _UNTRAINED = flags.DEFINE_integer(
     "untrained_seed", None, "Control: embed with the checkpoint's architecture and channels but "
     "freshly initialised weights from this seed (nothing restored; with --store).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Preprocessing processes (with --input).")
-_COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator HOST:PORT.")
-_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (jax.distributed).")
-_PID = flags.DEFINE_integer("process_id", None, "This process's index (jax.distributed).")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Join a multi-process job detected automatically (TPU pod slice, Slurm, "
-    "Open MPI): jax.distributed.initialize() with no arguments.")
+cli.define_renamed("output", "out")
+cli.require("out")
+cli.define_distributed_flags()
+cli.define_compilation_cache_flag()
 
 
 def main(argv):
   del argv
-  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
-  hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   if bool(_STORE.value) == bool(_INPUT.value):
     raise app.UsageError("give exactly one of --store or --input")
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
-
-  sharding.initialize_distributed(_COORD.value, _NPROC.value, _PID.value, auto=_DISTRIBUTED.value)
-  from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
-
   if _UNTRAINED.value is not None and not _STORE.value:
     raise app.UsageError("--untrained_seed works with --store")
+  cli.start()
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+
+  out = _OUT.value
   if _STORE.value:
     source = _CKPT.value
     if _UNTRAINED.value is not None:
       source = export.untrained_embedder(_CKPT.value, seed=_UNTRAINED.value,
                                          batch_size=_BATCH.value)
-    index = export.export_store(source, _STORE.value, _OUTPUT.value,
-                                recordings=_RECORDINGS.value, batch_size=_BATCH.value)
+    index = export.export_store(source, _STORE.value, out, recordings=_RECORDINGS.value,
+                                batch_size=_BATCH.value)
     if jax.process_index() == 0:
       print(f"embeddings: {index}")
   else:
-    es = export.embed(_INPUT.value, _CKPT.value, out_dir=_OUTPUT.value, batch_size=_BATCH.value,
+    es = export.embed(_INPUT.value, _CKPT.value, out_dir=out, batch_size=_BATCH.value,
                       manifest=_MANIFEST.value, workers=_WORKERS.value)
     print(f"embedded {len(es)} windows of {len(es.recordings)} recording(s) into "
-          f"{_OUTPUT.value}/embeddings (store: {_OUTPUT.value}/store)")
+          f"{out}/embeddings (store: {out}/store)")
   jax.distributed.shutdown()  # leave the job now, not from an exit handler (no-op if none)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

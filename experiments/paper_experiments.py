@@ -12,7 +12,7 @@ encoders with each contrastive loss (--modes), export the held-out recordings (s
 downstream subjects no pretraining run saw; SC4001: the whole night, the only one there is —
 pretraining used none of its labels), then score on those windows, with the same outer folds and
 label subsets: logistic-regression probes on each embedding set, the spectral-feature baseline,
-the end-to-end supervised CNN (`configs/supervised.py:demo`, trained from scratch in every
+the end-to-end supervised CNN (the package's `configs/supervised.py:demo`, trained from scratch in every
 outer fold) and, as a control, the same encoders untrained (random weights). Writes
 `<workdir>/<dataset>/results.json` (compact table) and a full report (`report/report.md`, plots).
 Finished steps are reused when re-run.
@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # experiments.configs
+from sleepfm_jax import cli
 
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "sleepedf"], "Which data.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/results", "Output root.")
@@ -42,16 +41,19 @@ _CNN = flags.DEFINE_bool("cnn", True, "Train the end-to-end CNN baseline.")
 _UNTRAINED = flags.DEFINE_bool(
     "untrained", True, "Also probe untrained encoders (same architecture, random weights): the "
     "control that shows what pretraining added.")
-_CNN_EPOCHS = flags.DEFINE_float("cnn_epochs", 5.0, "CNN epochs per fold (demo preset: 5).")
+_CNN_EPOCHS = flags.DEFINE_float("cnn_epochs", None, "CNN epochs per fold (default: the "
+                                  "supervised demo preset's).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of data, training and folds.")
 _SLEEPEDF = flags.DEFINE_string(
     "sleepedf_dir", None, "Folder with SC4001E0-PSG.edf + hypnogram (default: ../shared/...).")
+
+cli.define_compilation_cache_flag()
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _store(root: pathlib.Path, dataset: str, rate: int, seed: int) -> str:
-  from experiments.configs import preprocess as preprocess_configs  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import preprocess as preprocess_configs  # pylint: disable=C0415
   from sleepfm_jax.data import discovery, synthetic  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.preprocess import format_summary, preprocess  # pylint: disable=import-outside-toplevel
 
@@ -77,8 +79,8 @@ def _store(root: pathlib.Path, dataset: str, rate: int, seed: int) -> str:
 
 
 def _pretrain(store: str, run_dir: pathlib.Path, dataset: str, mode: str):
-  from experiments.configs import pretrain as pretrain_configs  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import pretrain as pretrain_configs  # pylint: disable=C0415
+  from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
 
   config = pretrain_configs.get_config("demo" if dataset == "synthetic" else "sleepedf")
   config.data.store = store
@@ -93,12 +95,10 @@ def _pretrain(store: str, run_dir: pathlib.Path, dataset: str, mode: str):
 
 def main(argv):
   del argv
-  from sleepfm_jax import hostmem  # pylint: disable=import-outside-toplevel
-  hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  from experiments.configs import supervised as supervised_configs  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import export, supervised, train  # pylint: disable=import-outside-toplevel
+  cli.start()
+  from sleepfm_jax.configs import supervised as supervised_configs  # pylint: disable=C0415
+  from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import runs, supervised  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.evaluation import baselines, probes, report, suite  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.evaluation import embeddings as emb_format  # pylint: disable=import-outside-toplevel
@@ -118,10 +118,10 @@ def main(argv):
     summaries[mode] = _pretrain(store_path, root / f"pretrain_{mode}", dataset, mode)
     timings[f"pretrain_{mode}_s"] = round(time.time() - t, 1)
   first = root / f"pretrain_{_MODES.value[0]}"
-  split = train.run_splits(str(first), store=store_path)
+  split = runs.run_splits(str(first), store=store_path)
   channels = split["channels"]
   if dataset == "synthetic":
-    recordings = train.held_out_recordings(split)
+    recordings = runs.held_out_recordings(split)
   else:  # one night: pretraining saw (unlabelled) windows of it; probes use time-blocked folds
     recordings = list(store.recording_ids)
   for mode in _MODES.value:
@@ -151,7 +151,8 @@ def main(argv):
   if _CNN.value:
     t = time.time()
     cnn_config = supervised_configs.get_config("demo")
-    cnn_config.num_epochs = _CNN_EPOCHS.value
+    if _CNN_EPOCHS.value is not None:
+      cnn_config.num_epochs = _CNN_EPOCHS.value
     cnn_config.seed = _SEED.value
     cnn = supervised.run(store_path, cnn_config, tasks, recordings=recordings, channels=channels,
                          probe_config=probe_cfg, label_fractions=fractions,
@@ -197,4 +198,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

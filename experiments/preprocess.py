@@ -1,15 +1,17 @@
 r"""Preprocesses PSG recordings into a window store.
 
-  python experiments/preprocess.py --input=/data/sleep-edf --output=/data/store \
-      --config=experiments/configs/preprocess.py:sleepedf --config.workers=4
+  python experiments/preprocess.py --input=/data/sleep-edf --out=/data/store \
+      --config=sleepedf --config.workers=4
 
 Inputs are a folder (searched recursively), files, or a manifest CSV
-(`signal_path,annotation_path,subject_id[,recording_id]`). Prints a summary; the full report is
-written to <output>/report.json. Exit status 1 when no recording could be processed.
+(`signal_path,annotation_path,subject_id[,recording_id]`). `--config` is a preset of the package's
+`configs/preprocess.py` (default, synthetic, sleepedf, paper) or FILE.py[:ARG]. Prints a summary;
+the full report is written to <out>/report.json. Exit status 1 when no recording could be
+processed.
 
 Several hosts (docs/multihost.md): with `--distributed` (or the coordinator flags) every process of
 the job takes its share of the recordings (`--num_shards`/`--shard_index` default to the process
-count and index), writes them into `<output>.parts/`, and process 0 merges the parts into one store
+count and index), writes them into `<out>.parts/`, and process 0 merges the parts into one store
 once all are done. Without a job, run each shard with explicit `--num_shards=N --shard_index=i`,
 then once `--merge`.
 """
@@ -17,68 +19,66 @@ then once `--merge`.
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
+from sleepfm_jax import cli
 from sleepfm_jax.data import discovery, sharded
 from sleepfm_jax.data import preprocess as pp
 from sleepfm_jax.data.store import StoreError
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "preprocess.py")
-_CONFIG = config_flags.DEFINE_config_file("config", f"{_CONFIGS}:default",
-                                          "Preprocessing config (file:preset).")
+FLAGS = flags.FLAGS
+_CONFIG = cli.define_config("preprocess", "default", "Preprocessing config (preset or file).")
 _INPUT = flags.DEFINE_multi_string("input", None, "Folder(s) or file(s) to preprocess.")
 _MANIFEST = flags.DEFINE_string("manifest", None, "Manifest CSV; replaces --input pairing.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output store folder.", required=True)
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing store at --output.")
+_OUT = flags.DEFINE_string("out", None, "Output store folder.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing store at --out.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 _NUM_SHARDS = flags.DEFINE_integer(
     "num_shards", None, "Split the recordings over this many hosts (default: the process count of "
     "a --distributed job, else 1).")
 _SHARD_INDEX = flags.DEFINE_integer(
     "shard_index", None, "This host's shard (default: the process index of a --distributed job).")
-_MERGE = flags.DEFINE_bool("merge", False, "Only merge the finished parts in <output>.parts into "
-                           "the store at --output (after every shard has run).")
-_COORD = flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator HOST:PORT.")
-_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (jax.distributed).")
-_PID = flags.DEFINE_integer("process_id", None, "This process's index (jax.distributed).")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Join a multi-process job detected automatically (TPU pod slice, Slurm, "
-    "Open MPI): jax.distributed.initialize() with no arguments.")
+_MERGE = flags.DEFINE_bool("merge", False, "Only merge the finished parts in <out>.parts into "
+                           "the store at --out (after every shard has run).")
+cli.define_distributed_flags()
 _SDB_FOR = flags.DEFINE_multi_string(
     "sdb_scored_for", [], "RECORDING_ID_OR_FOLDER=auto|yes|no: whether respiratory events were "
     "scored, for one recording or every recording under a folder (repeatable).")
+cli.define_renamed("output", "out")
+cli.require("out")
 
 
 def _job():
   """(num_shards, shard_index, barrier or None): from the flags, else from jax.distributed."""
-  if not (_COORD.value or _DISTRIBUTED.value):
+  if not (FLAGS.coordinator_address or FLAGS.distributed):
     if (_NUM_SHARDS.value or 1) > 1 and _SHARD_INDEX.value is None:
       raise app.UsageError("--num_shards without a job (--distributed) needs --shard_index")
     return _NUM_SHARDS.value or 1, _SHARD_INDEX.value or 0, None
   import jax  # pylint: disable=import-outside-toplevel
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax import sharding  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import sharding  # pylint: disable=import-outside-toplevel
 
   jax.config.update("jax_platforms", "cpu")  # preprocessing needs no accelerator
-  sharding.initialize_distributed(_COORD.value, _NPROC.value, _PID.value, auto=_DISTRIBUTED.value)
+  sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                  FLAGS.process_id, auto=FLAGS.distributed)
   n = jax.process_count() if _NUM_SHARDS.value is None else _NUM_SHARDS.value
   i = jax.process_index() if _SHARD_INDEX.value is None else _SHARD_INDEX.value
   return n, i, multihost_utils.sync_global_devices
 
 
 def _merge() -> int:
-  report = sharded.merge_shards(_OUTPUT.value, overwrite=_OVERWRITE.value)
+  report = sharded.merge_shards(_OUT.value, overwrite=_OVERWRITE.value)
   print(f"merged {report['parts']} part(s)\n{pp.format_summary(report)}")
-  print(f"report: {os.path.join(_OUTPUT.value, 'report.json')}")
+  print(f"report: {os.path.join(_OUT.value, 'report.json')}")
   return 0 if report["files"]["ok"] else 1
 
 
 def main(argv):
-  if _MERGE.value:
-    return _merge()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  cli.start(jax=False)
+  if _MERGE.value:
+    return _merge()
   if not _INPUT.value and not _MANIFEST.value:
     raise app.UsageError("give --input or --manifest")
   settings = _CONFIG.value.to_dict()
@@ -92,12 +92,12 @@ def main(argv):
   print(f"found {len(specs)} recording(s), {len(unpaired)} unpaired file(s)")
   n, i, barrier = _job()
   if n > 1:
-    report = sharded.preprocess_shard(specs, _OUTPUT.value, cfg, num_shards=n, shard_index=i,
+    report = sharded.preprocess_shard(specs, _OUT.value, cfg, num_shards=n, shard_index=i,
                                       overwrite=_OVERWRITE.value, unpaired=unpaired,
                                       progress=_PROGRESS.value)
     print(f"shard {i} of {n}: {pp.format_summary(report)}")
     if barrier is None:
-      print(f"part written to {sharded.part_dir(_OUTPUT.value, i, n)}; once every shard has run: "
+      print(f"part written to {sharded.part_dir(_OUT.value, i, n)}; once every shard has run: "
             "--merge")
       return 0 if report["files"]["ok"] else 1
     barrier("preprocess: every shard written")
@@ -113,12 +113,12 @@ def main(argv):
 
     jax.distributed.shutdown()  # leave the job now, not from an exit handler
     return code
-  report = pp.preprocess(specs, _OUTPUT.value, cfg, overwrite=_OVERWRITE.value, unpaired=unpaired,
+  report = pp.preprocess(specs, _OUT.value, cfg, overwrite=_OVERWRITE.value, unpaired=unpaired,
                          progress=_PROGRESS.value)
   print(pp.format_summary(report))
-  print(f"report: {os.path.join(_OUTPUT.value, 'report.json')}")
+  print(f"report: {os.path.join(_OUT.value, 'report.json')}")
   return 0 if report["files"]["ok"] else 1
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -37,12 +37,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from sleepfm_jax import checkpointing, sharding, train
 from sleepfm_jax.data import pipeline
 from sleepfm_jax.data import units as units_lib
+from sleepfm_jax.data.selection import ChannelSelection, select_channels
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import embeddings as emb_format
 from sleepfm_jax.models.sleepfm import SleepFM
+from sleepfm_jax.training import checkpointing, sharding
+from sleepfm_jax.training.factories import build_model
 
 
 @dataclasses.dataclass
@@ -80,26 +82,18 @@ class Embedder:
 
   def channel_index(self, store: WindowStore) -> dict[str, np.ndarray]:
     """Positions of the encoders' channels in `store`'s montage (clear error if one is missing)."""
-    out = {}
-    for m in self.modalities:
-      have = list(store.montage.channels(m))
-      missing = [c for c in self.channels[m] if c not in have]
-      if missing:
-        raise ValueError(f"{store.path}: the checkpoint's {m} encoder expects channels "
-                         f"{list(self.channels[m])}, but the store's montage lacks {missing} "
-                         f"(it has {have}); preprocess with the checkpoint's montage")
-      out[m] = np.array([have.index(c) for c in self.channels[m]], np.int64)
-    return out
+    return select_channels(store.montage, self.channels, self.modalities, where=store.path,
+                           who="the checkpoint's encoders",
+                           hint="; preprocess with the checkpoint's montage").index
 
   def embed_batch(self, batch: Mapping[str, np.ndarray],
                   index: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
     """Embeds one padded batch (from `pipeline.eval_batches`); returns (emb, present) per modality
     for the valid rows only."""
     valid = np.asarray(batch["valid"], bool)
-    inputs, present = {}, {}
-    for m in self.modalities:
-      inputs[m] = np.asarray(batch[m], np.float32)[:, index[m]]
-      present[m] = np.asarray(batch[f"mask_{m}"])[:, index[m]].any(axis=-1)[valid]
+    picked = ChannelSelection(self.channels, {m: index[m] for m in self.modalities}).select(batch)
+    inputs = {m: picked[m] for m in self.modalities}
+    present = {m: picked[f"present_{m}"][valid] for m in self.modalities}
     # An explicit upload onto this process's mesh (jit refuses numpy inputs with a non-trivial
     # sharding once jax.distributed is initialised, even for a process-local mesh).
     inputs = jax.device_put(inputs, sharding.data_sharding(self.mesh))
@@ -119,7 +113,7 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
   meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices)
 
   def build():  # weights and BN statistics come from the checkpoint; the seed is irrelevant
-    return train.build_model(config, in_channels, seed=0)
+    return build_model(config, in_channels, seed=0)
 
   abstract = nnx.eval_shape(build)
   weights = nnx.state(abstract, nnx.Not(nnx.RngState))
@@ -138,7 +132,7 @@ def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
   their initial values), nothing restored: the control that tells what pretraining added to the
   probes over a random convolutional feature map of the same shape."""
   meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices)
-  model = train.build_model(config, in_channels, seed=seed)
+  model = build_model(config, in_channels, seed=seed)
   meta = {**meta, "untrained_seed": seed}
   return Embedder(model, meta, channels, batch_size, mesh,
                   f"untrained:{os.path.abspath(checkpoint)}")

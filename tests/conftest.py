@@ -19,6 +19,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Command lines run in subprocesses import this checkout's package, also where an installed copy
+# (e.g. an editable install of another checkout) would come first.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 REAL_DATA = REPO.parent / "shared" / "data" / "psg-real"
 SC4001_PSG = REAL_DATA / "sleep-edfx" / "sleep-cassette" / "SC4001E0-PSG.edf"
 SC4001_HYP = REAL_DATA / "sleep-edfx" / "sleep-cassette" / "SC4001EC-Hypnogram.edf"
@@ -68,7 +72,7 @@ def synthetic_store(tmp_path_factory) -> str:
 def synthetic_run(synthetic_store, tmp_path_factory):
   """A tiny pairwise model pretrained for 6 steps on `synthetic_store`: (workdir, config, summary)."""
   import train_utils as tu  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import train  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import train  # pylint: disable=import-outside-toplevel
 
   cfg = tu.tiny_config(synthetic_store, preset="demo", total_steps=6, eval_every=6,
                        **{"loss.mode": "pairwise"})

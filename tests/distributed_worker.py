@@ -47,7 +47,7 @@ def linear_loss(params, t, batch, *, mode: str, mesh=None):
 
   With `mesh` the gathered loss is used, otherwise the plain one.
   """
-  from sleepfm_jax import losses  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import losses  # pylint: disable=import-outside-toplevel
 
   embs = {m: batch[m] @ params[m] for m in MODALITIES}
   masks = {m: batch[f"mask_{m}"] for m in MODALITIES}
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
   import jax  # pylint: disable=import-outside-toplevel
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
 
-  from sleepfm_jax import losses, sharding  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import losses, sharding  # pylint: disable=import-outside-toplevel
 
   # CPU cross-process collectives need no set-up here: jax 0.10's default
   # `jax_cpu_collectives_implementation` is "gloo" (the other choices are "mpi" and "megascale").

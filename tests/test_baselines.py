@@ -9,16 +9,18 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
 from conftest import REPO
-from experiments.configs import supervised as supervised_configs
-from sleepfm_jax import export, supervised, train
+from sleepfm_jax import export
+from sleepfm_jax.configs import supervised as supervised_configs
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import baselines, metrics, probes, suite
 from sleepfm_jax.evaluation.embeddings import load_embeddings
 from sleepfm_jax.evaluation.predictions import load_predictions
+from sleepfm_jax.training import runs, supervised
 
 PROBE = probes.ProbeConfig(outer_folds=3, inner_folds=2, c_grid=(0.1, 1.0))
 
@@ -36,7 +38,7 @@ def run_info(synthetic_run, synthetic_store, tmp_path_factory):
   out = tmp_path_factory.mktemp("baselines") / "emb"
   index = export.export_store(str(workdir), synthetic_store, str(out), recordings=recordings,
                               progress=False)
-  channels = train.run_splits(str(workdir))["channels"]
+  channels = runs.run_splits(str(workdir))["channels"]
   return load_embeddings(index.parent), recordings, channels
 
 
@@ -152,7 +154,7 @@ def test_spectral_baseline_stages_synthetic_nights(synthetic_store):
 def test_spectral_cli_takes_the_held_out_recordings_of_a_run(synthetic_run, synthetic_store,
                                                              tmp_path):
   workdir, _, _ = synthetic_run
-  split = json.loads((workdir / train.SPLITS_FILE).read_text())
+  split = json.loads((workdir / runs.SPLITS_FILE).read_text())
   out = tmp_path / "spectral"
   subprocess.run([sys.executable, str(REPO / "experiments" / "spectral_baseline.py"),
                   f"--store={synthetic_store}", f"--split_from_checkpoint={workdir / 'best'}",
@@ -213,7 +215,9 @@ def test_cnn_predictions_are_out_of_fold_with_the_probe_folds(run_info, syntheti
       assert run.steps == 2 and np.isfinite(run.final_loss)
       lines = (tmp_path / f"logs_{fraction:g}" / f"fold_{run.fold}" / "metrics.jsonl"
                ).read_text().splitlines()
-      assert [json.loads(r)["step"] for r in lines] == [1, 2]
+      assert [json.loads(r)["step"] for r in lines if json.loads(r)["split"] == "train"] == [1, 2]
+      # Early stopping's inner validation windows come out of the fold's training windows.
+      assert set(run.val_index) <= set(run.train_index)
     if fraction == 0.01:  # ceil(1%) of each class: a handful of windows
       assert all(len(r.train_index) < 20 for r in runs)
   # The saved file is scored by the evaluation suite like any external predictions.
@@ -222,3 +226,39 @@ def test_cnn_predictions_are_out_of_fold_with_the_probe_folds(run_info, syntheti
                            suite.SuiteConfig(tasks=("staging",), n_boot=10), progress=False,
                            log=_quiet)
   assert result.entries[0].metrics["n"] == len(pred)
+
+
+def test_cnn_early_stopping_stops_and_restores_the_best_step(cnn_config, synthetic_store,
+                                                            tmp_path):
+  """Validation every 4 steps with patience 3 on an inner subject split: training stops three
+  validations after the best one, well before the cap, and returns the best step's state (its
+  validation loss, recomputed, is the best logged one, not the last)."""
+  c = ml_collections.ConfigDict(cnn_config.to_dict())
+  c.total_steps = 300
+  c.early_stopping.update(eval_every=4, patience=3)
+  table = baselines.select_windows(synthetic_store)
+  trainer = supervised.Trainer(c, table.channels, table.channel_index, "staging", 5)
+  y, _ = table.labels("staging")
+  rows = np.flatnonzero(y >= 0)
+  fit, val, scheme = supervised.inner_split(table.subject_id[rows], y[rows], c.early_stopping,
+                                            PROBE)
+  assert scheme == "subject"
+  assert not set(table.subject_id[rows][fit]) & set(table.subject_id[rows][val])
+  fit_index, val_index = table.index[rows][fit], table.index[rows][val]
+  state, info = trainer.fit(synthetic_store, fit_index, val_index=val_index,
+                            modalities=table.modalities, seed=0, log_dir=tmp_path, progress=False)
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  val_loss = {r["step"]: r["loss"] for r in logged if r["split"] == "val"}
+  assert sorted(val_loss) == list(range(4, info["steps"] + 1, 4))
+  best = min(val_loss, key=val_loss.get)
+  assert info["best_step"] == best and info["best_val_loss"] == val_loss[best]
+  assert info["steps"] == best + 3 * 4 < info["max_steps"] == 300
+  assert max(r["step"] for r in logged if r["split"] == "train") == info["steps"]
+
+  weights = supervised.class_weights(WindowStore(synthetic_store).get_batch(
+      fit_index, modalities=())["stage"], 5, balanced=True)
+  labels = WindowStore(synthetic_store).get_batch(val_index, modalities=())["stage"]
+  prob = trainer.predict(state, synthetic_store, val_index, modalities=table.modalities)
+  assert supervised.validation_loss(prob, labels, weights) == pytest.approx(val_loss[best],
+                                                                            rel=1e-6)
+  assert val_loss[info["steps"]] != pytest.approx(val_loss[best], rel=1e-6)

@@ -5,7 +5,7 @@ import edfio
 import numpy as np
 import pytest
 
-from experiments.configs import preprocess as preprocess_configs
+from sleepfm_jax.configs import preprocess as preprocess_configs
 from sleepfm_jax.data import cohorts
 from sleepfm_jax.data import preprocess as pp
 from sleepfm_jax.data.channels import CANONICAL, MODALITIES, Montage, harmonise

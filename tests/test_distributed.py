@@ -14,7 +14,7 @@ import pytest
 
 from distributed_worker import MODALITIES, fixed_problem, flatten_results, linear_loss
 from multiprocess import run_processes
-from sleepfm_jax import losses, sharding
+from sleepfm_jax.training import losses, sharding
 
 TESTS = pathlib.Path(__file__).resolve().parent
 

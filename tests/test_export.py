@@ -90,7 +90,7 @@ def test_two_processes_write_each_window_once(exported, synthetic_run, synthetic
   workdir, _, _ = synthetic_run
   out = tmp_path / "emb"
   logs = run_processes(tu.REPO / "experiments" / "export_embeddings.py",
-                [f"--checkpoint={workdir}", f"--store={synthetic_store}", f"--output={out}",
+                [f"--checkpoint={workdir}", f"--store={synthetic_store}", f"--out={out}",
                  "--batch_size=16"],
                 log_dir=tmp_path / "logs", num_processes=2, local_devices=2, timeout=600,
                 launcher="slurm")
@@ -146,7 +146,7 @@ def test_untrained_control_has_the_architecture_but_not_the_weights(exported, sy
     if name == "b":  # the command line's --untrained_seed, in a fresh process
       subprocess.run([sys.executable, str(tu.REPO / "experiments" / "export_embeddings.py"),
                       f"--checkpoint={workdir}", f"--store={synthetic_store}",
-                      f"--output={tmp_path / name}", f"--recordings={rec}",
+                      f"--out={tmp_path / name}", f"--recordings={rec}",
                       f"--untrained_seed={seed}"], check=True, capture_output=True, timeout=300)
       index = tmp_path / name / "index.json"
     else:

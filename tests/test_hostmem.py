@@ -1,4 +1,4 @@
-"""Host allocator settings (sleepfm_jax/hostmem.py): XLA's freed buffers are reused, not remapped.
+"""Host allocator settings (training/hostmem.py): XLA's freed buffers are reused, not remapped.
 
 Each case runs in a fresh process, because the settings must be made before JAX starts its CPU
 client. The jitted function has a 64 MiB temporary buffer (16384 pages of 4 KiB); a call that has
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from sleepfm_jax import hostmem
+from sleepfm_jax.training import hostmem
 
 CHILD = r"""
 import json, resource, sys, threading, time
@@ -21,7 +21,7 @@ if sys.argv[1] == "thread_first":  # like a Jupyter kernel: a thread allocated b
   t = threading.Thread(target=lambda: [bytearray(1000) for _ in range(100)])
   t.start()
   t.join()
-from sleepfm_jax import hostmem
+from sleepfm_jax.training import hostmem
 info = hostmem.retain_freed_memory()
 import jax, jax.numpy as jnp
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sleepfm_jax import losses
+from sleepfm_jax.training import losses
 
 E = math.e
 E1, E2 = [1.0, 0.0], [0.0, 1.0]

@@ -86,7 +86,7 @@ def test_units_setting():
 
 def test_paper_preset_store_holds_the_original_windows(cinc, tmp_path):
   """Preprocessing alone, paper preset: the store's windows are the original's, to float32."""
-  from experiments.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
 
   specs, _ = discovery.discover([str(cinc["root"] / "psg")])
   report = preprocess.preprocess(specs, tmp_path / "store", presets.get_config("paper").to_dict(),
@@ -120,9 +120,10 @@ def test_embed_reproduces_the_original_on_a_cinc_record(cinc, tmp_path):
   the paper preset, against the PyTorch encoders on the original extraction's windows."""
   torch = pytest.importorskip("torch")
   import sleepfm_jax  # pylint: disable=import-outside-toplevel
-  from experiments.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
-  from experiments.configs import pretrain  # pylint: disable=import-outside-toplevel
-  from sleepfm_jax import convert, export, torch_reference  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import pretrain  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax import export
+  from sleepfm_jax.training import convert, torch_reference  # pylint: disable=import-outside-toplevel
 
   inputs = cf.modality_inputs(cinc["windows"])
   keys = {"resp": "respiratory", "bas": "sleep_stages", "ecg": "ekg"}

@@ -61,7 +61,7 @@ def test_sc4001_end_to_end(sc4001_store):
 
 def test_sc4001_cropped_to_the_sleep_period(sc4001, tmp_path):
   """The Sleep-EDF preset keeps the sleep period +- 30 min: 841 of the night's 2650 windows."""
-  from experiments.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.configs import preprocess as presets  # pylint: disable=import-outside-toplevel
   psg, hyp = sc4001
   cfg = presets.get_config("sleepedf").to_dict()
   cfg.update(sample_rate=16, dtype="float16")
@@ -275,7 +275,7 @@ def test_cli_writes_store_and_report(tmp_path):
   (d / "stray.csv").write_text("onset,duration,label\n0,30,Sleep stage W\n")
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   cmd = [sys.executable, str(REPO / "experiments" / "preprocess.py"), f"--input={d}",
-         f"--output={tmp_path / 'out'}", f"--config={REPO}/experiments/configs/preprocess.py:paper",
+         f"--out={tmp_path / 'out'}", "--config=paper",
          "--config.montage=standard", "--noprogress"]
   res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
   assert res.returncode == 0, res.stderr[-2000:]

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from experiments.configs import preprocess as preprocess_configs
+from sleepfm_jax.configs import preprocess as preprocess_configs
 from sleepfm_jax.data import discovery, sharded
 from sleepfm_jax.data.store import StoreError, WindowStore
 
@@ -88,8 +88,8 @@ def test_two_process_job_through_the_cli(synthetic_store, tmp_path):
   out = tmp_path / "store"
   logs = run_processes(
       REPO / "experiments" / "preprocess.py",
-      [f"--input={single.parent / 'edf'}", f"--output={out}", "--noprogress",
-       f"--config={REPO}/experiments/configs/preprocess.py:synthetic",
+      [f"--input={single.parent / 'edf'}", f"--out={out}", "--noprogress",
+       "--config=synthetic",
        "--config.sample_rate=32", "--config.dtype=float32"],
       log_dir=tmp_path / "logs", num_processes=2, local_devices=1, timeout=300,
       coordinator_flag="--coordinator_address")

@@ -386,8 +386,8 @@ def test_respiratory_events_show_in_the_signals(nights):
 def test_make_synthetic_command_line(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO))
   cmd = [sys.executable, str(REPO / "experiments" / "make_synthetic.py"),
-         f"--output_dir={tmp_path}", "--subjects=2", "--hours=0.25", "--seed=5",
-         "--channel_set=paper", "--rates=eeg=64,eog=64,emg=64,ecg=64,resp=8,spo2=1",
+         f"--out={tmp_path}", "--subjects=2", "--hours=0.25", "--seed=5",
+         "--channel_set=paper", "--sample_rates=eeg=64,eog=64,emg=64,ecg=64,resp=8,spo2=1",
          "--annotations=csv"]
   res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
   assert res.returncode == 0, res.stderr

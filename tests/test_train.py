@@ -14,16 +14,20 @@ import subprocess
 import sys
 import time
 
+import itertools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import train_utils as tu
 from conftest import REPO
-from sleepfm_jax import train
 from sleepfm_jax.data import discovery
 from sleepfm_jax.data.preprocess import preprocess
 from sleepfm_jax.data.store import WindowStore
+from sleepfm_jax.training import factories, runs, sharding, steps, train
 
 
 @pytest.fixture(scope="session")
@@ -178,7 +182,7 @@ def test_three_modalities_with_a_missing_one(synthetic_store, synthetic_run):
   terms only, and nothing turns NaN."""
   workdir, cfg, summary = synthetic_run
   rows = tu.read_metrics(workdir)
-  assert set(train.plan_data(WindowStore(synthetic_store), cfg).in_channels) == {"bas", "ecg", "resp"}
+  assert set(runs.plan_data(WindowStore(synthetic_store), cfg).in_channels) == {"bas", "ecg", "resp"}
   ecg_rows = [r["rows/bas->ecg"] for r in rows.values()]
   resp_rows = [r["rows/bas->resp"] for r in rows.values()]
   assert all(r == cfg.batch_size for r in resp_rows)
@@ -189,7 +193,7 @@ def test_three_modalities_with_a_missing_one(synthetic_store, synthetic_run):
 
 def test_gradient_accumulation_updates_once_per_k_micro_batches(sc_store, tmp_path):
   """grad_accum=2: each logged step consumes two micro-batches and applies one update."""
-  from sleepfm_jax import checkpointing  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
 
   cfg = tu.tiny_config(sc_store, total_steps=2, eval_every=0, **{"optim.grad_accum": 2})
   train.train(cfg, str(tmp_path))
@@ -214,7 +218,7 @@ def test_clear_errors(sc_store, tmp_path):
 
 def test_time_split_is_disjoint_and_covers(sc_store):
   store = WindowStore(sc_store)
-  plan = train.plan_data(store, tu.tiny_config(sc_store))
+  plan = runs.plan_data(store, tu.tiny_config(sc_store))
   parts = [plan.pretrain, plan.val, plan.downstream]
   assert sum(len(p) for p in parts) == store.num_windows
   assert len(np.unique(np.concatenate(parts))) == store.num_windows
@@ -223,26 +227,97 @@ def test_time_split_is_disjoint_and_covers(sc_store):
   for p in parts:
     assert np.sum(np.diff(p) != 1) < 10
   json.dumps(plan.in_channels)
-  record = train.split_record(store, plan, tu.tiny_config(sc_store))
+  record = runs.split_record(store, plan, tu.tiny_config(sc_store))
   assert not record["parts"]["downstream"]["whole_recordings"]
   with pytest.raises(ValueError, match="only part of its recordings"):
-    train.held_out_recordings(record)
+    runs.held_out_recordings(record)
 
 
 def test_run_writes_its_splits(synthetic_store, synthetic_run, tmp_path):
   workdir, cfg, _ = synthetic_run
-  written = json.loads((workdir / train.SPLITS_FILE).read_text())
+  written = json.loads((workdir / runs.SPLITS_FILE).read_text())
   store = WindowStore(synthetic_store)
-  plan = train.plan_data(store, cfg)
-  assert written == json.loads(json.dumps(train.split_record(store, plan, cfg)))
+  plan = runs.plan_data(store, cfg)
+  assert written == json.loads(json.dumps(runs.split_record(store, plan, cfg)))
   parts = written["parts"]
   assert sum(p["num_windows"] for p in parts.values()) == store.num_windows
   assert sorted(r for p in parts.values() for r in p["recordings"]) == store.recording_ids
   assert all(p["whole_recordings"] for p in parts.values())
   np.testing.assert_array_equal(
       store.indices_for_subjects(parts["downstream"]["subjects"]), plan.downstream)
-  assert train.held_out_recordings(written) == parts["downstream"]["recordings"]
+  assert runs.held_out_recordings(written) == parts["downstream"]["recordings"]
   # Found from a checkpoint path inside the run; recomputed for a run without splits.json.
-  assert train.run_splits(str(workdir / "best")) == written
+  assert runs.run_splits(str(workdir / "best")) == written
   (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
-  assert train.run_splits(str(tmp_path)) == written
+  assert runs.run_splits(str(tmp_path)) == written
+
+
+def test_validation_reads_a_fixed_sample_of_the_whole_split(synthetic_store):
+  """A capped validation pass reads a seeded random sample of windows from across the val split
+  (not its first, consecutive windows), the same at every evaluation; its top-1 retrieval (and the
+  chance level) equal a numpy computation on the same windows' embeddings."""
+  store = WindowStore(synthetic_store)
+  cfg = tu.tiny_config(synthetic_store, preset="demo", eval_max_batches=2,
+                       **{"loss.mode": "pairwise"})
+  plan = runs.plan_data(store, cfg)
+  source = train.validation_source(plan, cfg)
+  windows = source.indices
+  assert len(windows) == 2 * cfg.batch_size < len(plan.val)
+  assert set(windows) <= set(plan.val)
+  position = np.searchsorted(plan.val, np.sort(windows))  # where in the (time-ordered) split
+  assert position.max() - position.min() > 0.8 * len(plan.val)  # from across the night
+  assert np.max(np.diff(position)) > 1 and not np.array_equal(np.sort(windows), plan.val[:32])
+  np.testing.assert_array_equal(train.validation_source(plan, cfg).indices, windows)
+
+  # The trainer's own eval step and evaluation, on an encoder whose embeddings differ clearly
+  # between windows (a freshly initialised EffNet-1D maps all windows to nearly the same point,
+  # which leaves top-1 to rounding): one random linear map per modality.
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
+  model = _LinearEncoders(plan.in_channels, store.samples)
+  tx = factories.make_optimizer(cfg, factories.make_schedule(cfg, 10, 10))
+  graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+  _, eval_step = steps.make_steps(graphdef, cfg, mesh, state_sharding,
+                                  sharding.data_sharding(mesh))
+  first = train.evaluate(eval_step, state, source, plan, cfg, mesh)
+  assert train.evaluate(eval_step, state, source, plan, cfg, mesh) == first
+
+  proj = {m: (np.asarray(model.proj[m].kernel[...], np.float64),
+              np.asarray(model.proj[m].bias[...], np.float64)) for m in plan.modalities}
+  hits, rows, batches = {}, {}, {}
+  for start in range(0, len(windows), cfg.batch_size):
+    x = plan.selection.select(store.get_batch(windows[start:start + cfg.batch_size]))
+    e = {}
+    for m, (kernel, bias) in proj.items():
+      v = x[m].reshape(len(x[m]), -1).astype(np.float64) @ kernel + bias
+      e[m] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    for a, b in itertools.permutations(plan.modalities, 2):
+      both = x[f"present_{a}"] & x[f"present_{b}"]
+      best = np.argmax(e[a][both] @ e[b][both].T, axis=1)
+      term = f"{a}->{b}"
+      hits[term] = hits.get(term, 0) + int(np.sum(best == np.arange(both.sum())))
+      rows[term] = rows.get(term, 0) + int(both.sum())
+      batches[term] = batches.get(term, 0) + int(both.any())
+  assert sorted(hits) == sorted(k[4:] for k in first if k.startswith("acc/"))
+  assert sum(hits.values()) > 0  # not an all-zero comparison
+  for t in hits:
+    assert first[f"acc/{t}"] == pytest.approx(hits[t] / rows[t], abs=1e-12), t
+  assert first["top1"] == pytest.approx(np.mean([hits[t] / rows[t] for t in hits]), abs=1e-12)
+  assert first["top1_chance"] == pytest.approx(np.mean([batches[t] / rows[t] for t in hits]),
+                                               abs=1e-12)
+  assert first["top1_chance"] == pytest.approx(1 / cfg.batch_size, rel=0.5)
+
+
+class _LinearEncoders(nnx.Module):
+  """A stand-in encoder set for `SleepFM` in the trainer's steps: one linear map per modality."""
+
+  def __init__(self, in_channels, samples):
+    rngs = nnx.Rngs(0)
+    self.modalities = tuple(in_channels)
+    self.proj = nnx.Dict({m: nnx.Linear(c * samples, 16, rngs=rngs)
+                          for m, c in in_channels.items()})
+    self.t = nnx.Param(jnp.zeros((), jnp.float32))
+
+  def __call__(self, batch, *, train):
+    del train
+    return {m: self.proj[m](batch[m].reshape(batch[m].shape[0], -1)) for m in self.modalities}

@@ -8,7 +8,7 @@ import pathlib
 
 import numpy as np
 
-from experiments.configs import pretrain as pretrain_configs
+from sleepfm_jax.configs import pretrain as pretrain_configs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "experiments" / "pretrain.py"
@@ -51,7 +51,7 @@ CLI_KEYS = ("batch_size", "total_steps", "stop_at_step", "log_every", "eval_ever
 
 def cli_args(config, workdir) -> list[str]:
   """`experiments/pretrain.py` flags that rebuild `config` (a `tiny_config`) in a subprocess."""
-  args = [f"--config={REPO}/experiments/configs/pretrain.py:{config.preset}",
+  args = [f"--config={config.preset}",
           f"--config.data.store={config.data.store}", f"--workdir={workdir}"]
   for key in CLI_KEYS:
     node = config

@@ -19,7 +19,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 
-MODALITIES = ("bas", "ecg", "resp")
+from sleepfm_jax.modalities import MODALITIES  # re-exported: the data path's modality names
 
 # canonical name -> (modality, aliases). Aliases are matched through `normalise_label`, so case,
 # spacing, punctuation, "EEG "/"EOG "/... prefixes and A1/A2 vs M1/M2 variants need not be listed.

@@ -24,7 +24,7 @@ import edfio
 import numpy as np
 
 from sleepfm_jax.data.errors import PSGError
-from sleepfm_jax.data.recording import ChannelInfo, Segment
+from sleepfm_jax.data.types import ChannelInfo, Segment
 
 ANNOTATION_LABEL = "EDF Annotations"
 

@@ -1,7 +1,9 @@
-"""Subject-wise splits and time-blocked folds.
+"""Splits of windows into named parts (`split_subjects`, `split_time_blocks`) and time-blocked
+folds (`time_blocked_folds`).
 
-Windows of one subject are strongly correlated, so every split is by subject: a subject's recordings
-all land in the same split. numpy only.
+Windows of one subject are strongly correlated, so a split is by subject wherever there are several:
+a subject's recordings all land in the same part. With a single subject (one Sleep-EDF night), parts
+and folds are contiguous blocks of time instead. numpy only.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def time_blocked_folds(n: int, k: int, gap: int = 0) -> list[tuple[np.ndarray, n
   return folds
 
 
-def time_block_split(
+def split_time_blocks(
     recordings: Iterable[np.ndarray], fractions: Mapping[str, float], *, n_blocks: int = 10,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:

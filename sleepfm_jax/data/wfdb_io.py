@@ -22,7 +22,7 @@ with warnings.catch_warnings():  # wfdb 4.3 warns about pandas deprecations on i
   from wfdb.io import _signal as wfdb_signal
 
 from sleepfm_jax.data.errors import PSGError
-from sleepfm_jax.data.recording import ChannelInfo, Segment
+from sleepfm_jax.data.types import ChannelInfo, Segment
 
 # Frames read per `rdrecord` call: bounds peak memory to this many frames of every channel.
 _BLOCK_FRAMES = 1 << 20

@@ -1,7 +1,7 @@
 """Baselines on raw windows, scored in the probes' harness with the probes' windows and folds.
 
 Two baselines answer "what do the foundation-model embeddings buy?": a classical spectral-feature
-model (here, numpy + scikit-learn) and an end-to-end supervised CNN (`sleepfm_jax.supervised`, JAX).
+model (here, numpy + scikit-learn) and an end-to-end supervised CNN (`training.supervised`, JAX).
 Both evaluate exactly the windows that `probes.probe_embeddings(es, task, "concat")` evaluates on an
 export `es` of the same recordings, with the same outer folds and, at a label fraction, the same
 training windows (`probes.outer_folds` is the one definition they all use):
@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from sleepfm_jax.data.channels import MODALITIES
+from sleepfm_jax.data.selection import ChannelSelection, select_channels
 from sleepfm_jax.data.store import WindowStore, shard_files
+from sleepfm_jax.modalities import MODALITIES
 from sleepfm_jax.evaluation import probes
 from sleepfm_jax.evaluation.features import spectral_features
 from sleepfm_jax.evaluation.predictions import Predictions
@@ -92,38 +93,26 @@ class WindowTable:
       return "no selected channel is present in any window"
     return probes.skip_reason(self.labels(task)[0], task)
 
+  @property
+  def selection(self) -> ChannelSelection:
+    return ChannelSelection(self.channels, self.channel_index)
+
   def select(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The selected channels (and their masks) of a `WindowStore.get_batch` batch."""
-    out = {}
-    for m, sel in self.channel_index.items():
-      out[m] = np.asarray(batch[m])[:, sel]
-      out[f"mask_{m}"] = np.asarray(batch[f"mask_{m}"])[:, sel]
-    return out
+    return self.selection.select(batch, dtype=None, presence=False, masks=True)
 
 
 def _channel_selection(store: WindowStore, channels: Mapping[str, Sequence[str]] | None,
-                       modalities: Sequence[str] | None
-                       ) -> tuple[dict[str, tuple[str, ...]], dict[str, np.ndarray]]:
-  montage = store.montage
-  if channels is None:
-    mods = modalities or MODALITIES
-    channels = {m: montage.channels(m) for m in mods}
-  names, index = {}, {}
-  for m in MODALITIES:  # canonical order whatever the mapping's order
-    if m not in channels or (modalities is not None and m not in modalities):
-      continue
-    have = list(montage.channels(m))
-    absent = [c for c in channels[m] if c not in have]
-    if absent:
-      raise ValueError(f"{store.path}: {m} channels {absent} are not in the store's montage "
-                       f"(its {m} channels are {have})")
-    if channels[m]:
-      names[m] = tuple(channels[m])
-      index[m] = np.array([have.index(c) for c in channels[m]], np.int64)
-  if not names:
-    raise ValueError(f"{store.path}: no channels selected (channels={dict(channels)}, "
-                     f"modalities={modalities})")
-  return names, index
+                       modalities: Sequence[str] | None) -> ChannelSelection:
+  """`channels` (e.g. a checkpoint's: only its modalities), else every montage channel."""
+  if channels is not None:  # a complete selection: the modalities it names, nothing else
+    modalities = [m for m in (MODALITIES if modalities is None else modalities) if m in channels]
+  selection = select_channels(store.montage, channels, modalities, where=store.path,
+                              who="the selection")
+  if not selection.channels:
+    raise ValueError(f"{store.path}: no channels selected (channels="
+                     f"{None if channels is None else dict(channels)}, modalities={modalities})")
+  return selection
 
 
 def select_windows(store: WindowStore | str | os.PathLike,
@@ -151,7 +140,8 @@ def select_windows(store: WindowStore | str | os.PathLike,
     raise ValueError(f"{store.path}: a recording is listed twice in {wanted}")
   if not wanted:
     raise ValueError(f"{store.path}: no recordings selected")
-  names, chan_index = _channel_selection(store, channels, modalities)
+  selection = _channel_selection(store, channels, modalities)
+  names, chan_index = selection.channels, selection.index
   files = shard_files(store.montage)
   rec_pos = {r: i for i, r in enumerate(store.recording_ids)}
   parts: dict[str, list[np.ndarray]] = {k: [] for k in ("index", "recording_id", "subject_id")}

@@ -172,7 +172,7 @@ def _channel_names(channels: Any, modality: str) -> Sequence[str]:
   return channels.get(modality, ())
 
 
-def spectral_features(batch: Mapping[str, np.ndarray], channels: Any, fs: float
+def spectral_features(batch: Mapping[str, np.ndarray], channels: Any, sample_rate: float
                       ) -> np.ndarray:
   """Feature matrix [n, len(feature_names())] for a batch of windows.
 
@@ -180,8 +180,9 @@ def spectral_features(batch: Mapping[str, np.ndarray], channels: Any, fs: float
     batch: `{"bas": [n, C, T], "ecg": ..., "resp": ...}` (missing modalities allowed) plus optional
       `"mask_<modality>": [n, C]` bool (False = channel missing or bad in that window).
     channels: modality -> channel names (a dict or a `Montage`), in the arrays' channel order.
-    fs: sampling rate in Hz.
+    sample_rate: sampling rate in Hz.
   """
+  fs = sample_rate  # the DSP helpers' symbol
   n = next(len(batch[m]) for m in MODALITIES if m in batch)
   members: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {g: [] for g in GROUPS}
   for mod in MODALITIES:
@@ -219,12 +220,13 @@ def spectral_features(batch: Mapping[str, np.ndarray], channels: Any, fs: float
   return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
-def extract_features(batches: Iterable[Mapping[str, np.ndarray]], channels: Any, fs: float,
-                     progress: bool = True, total: int | None = None) -> np.ndarray:
+def extract_features(batches: Iterable[Mapping[str, np.ndarray]], channels: Any,
+                     sample_rate: float, progress: bool = True, total: int | None = None
+                     ) -> np.ndarray:
   """`spectral_features` over an iterable of batches, concatenated (with a tqdm bar)."""
   if progress:
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     batches = tqdm(batches, total=total, desc="spectral features")
-  parts = [spectral_features(b, channels, fs) for b in batches]
+  parts = [spectral_features(b, channels, sample_rate) for b in batches]
   return np.concatenate(parts) if parts else np.zeros((0, len(feature_names())), np.float32)

@@ -205,7 +205,7 @@ class OuterFolds:
   """The outer folds of the probe protocol over the labelled windows of one task.
 
   The single definition of "which windows train and test each outer fold" shared by the probes
-  and the baselines (`evaluation.baselines`, `sleepfm_jax.supervised`), so that every model is
+  and the baselines (`evaluation.baselines`, `training.supervised`), so that every model is
   compared on the same folds and, at a label fraction, trained on the same labelled windows.
 
   Attributes:
@@ -285,9 +285,10 @@ class _Fitter:
       yield c, model, n_iter, n_iter < cfg.max_iter
 
 
-def _inner_folds(train: np.ndarray, subjects: np.ndarray, y: np.ndarray, config: ProbeConfig
-                 ) -> list[splits.Fold]:
-  """Inner CV folds over positions 0..len(train)-1 of the outer training set."""
+def inner_folds(train: np.ndarray, subjects: np.ndarray, y: np.ndarray, config: ProbeConfig
+                ) -> list[splits.Fold]:
+  """Inner CV folds over positions 0..len(train)-1 of the outer training set (also the CNN
+  baseline's inner validation split): by subject with two or more, else time blocks."""
   subj = subjects[train]
   if len(np.unique(subj)) >= 2:
     return splits.group_kfold(subj, config.inner_folds, y=y[train], seed=config.seed + 1)
@@ -408,7 +409,7 @@ def run_probe(x: np.ndarray, y: np.ndarray, subjects: Sequence, classes: Sequenc
       info.update(C=None, inner_scores={}, n_iter=0, converged=True, inner_not_converged=0)
       fold_info.append(info)
       continue
-    inner = _inner_folds(train, sl, yl, config)
+    inner = inner_folds(train, sl, yl, config)
     xtrain, xtest = _standardise(xl[scaler_fit], xl[train], xl[test])
     c, scores, inner_nc = _select_c(xtrain if fold_scaler else xl[train], yl[train], inner, k,
                                     fitter, scaled=fold_scaler)

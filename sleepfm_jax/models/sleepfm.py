@@ -12,9 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sleepfm_jax.modalities import MODALITIES  # the project-wide order
 from sleepfm_jax.models.effnet1d import EffNet1D, torch_default_init
-
-from sleepfm_jax.data.channels import MODALITIES  # the project-wide order
 
 
 def _present(in_channels: Mapping[str, int]) -> tuple[str, ...]:

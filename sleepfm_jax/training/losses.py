@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from sleepfm_jax.sharding import DATA_AXIS
+from sleepfm_jax.training.sharding import DATA_AXIS
 
 Array = jax.Array
 Stats = dict[str, tuple[Array, Array, Array]]  # term -> (ce_sum, rows, correct)
@@ -50,9 +50,8 @@ Stats = dict[str, tuple[Array, Array, Array]]  # term -> (ce_sum, rows, correct)
 MODES = ("pairwise", "leave_one_out")
 REST = "rest"
 
-# Temperature settings. SleepFM: t = 0 at init (logit scale 1), clamped to t >= 0 after each step,
-# no upper bound. CLIP: t = log(1 / 0.07) at init, logit scale capped at 100.
-TEMPERATURE_INIT_SLEEPFM = 0.0
+# Temperature settings. SleepFM: t = 0 at init (logit scale 1), clamped to t >= TEMPERATURE_MIN
+# after each step, no upper bound. CLIP: t = log(1 / 0.07) at init, logit scale capped at 100.
 TEMPERATURE_INIT_CLIP = math.log(1.0 / 0.07)
 TEMPERATURE_MIN = 0.0
 TEMPERATURE_MAX_CLIP = math.log(100.0)

@@ -1,4 +1,4 @@
-"""Pretraining configs: ``--config=experiments/configs/pretrain.py:PRESET``.
+"""Pretraining configs: ``--config=pretrain.py:PRESET[,OPTION...]`` (file in this package).
 
 Presets
   demo      synthetic three-modality nights (labelled SYNTHETIC), small and fast: minutes on 2 CPU
@@ -9,21 +9,39 @@ Presets
             SGD momentum 0.9, LR 1e-3, StepLR x0.1 every 5 epochs, batch 32, temperature t=0
             clamped at t >= 0, best checkpoint by validation loss.
 
-Any field can be overridden on the command line, e.g. ``--config.loss.mode=pairwise``.
+Options (after the preset, comma-separated)
+  quick     a tiny encoder (widths 8, one block per stage, 32-d embeddings) for 20 steps, validated
+            and checkpointed at the end: the demo's `--quick` run and smoke tests.
+  steps=N   N training steps instead of the preset's (with `quick`: validated and checkpointed at
+            step N).
+
+Every preset only overrides `base_config()`. Any field can be overridden on the command line, e.g.
+``--config.loss.mode=pairwise``; the trainer reads every field (`training.train`).
 """
 
 import ml_collections
 
-from sleepfm_jax import losses
+from sleepfm_jax.configs import common
+from sleepfm_jax.training import losses
+
+PRESETS = ("demo", "sleepedf", "paper")
+
 
 # The original SleepFM starts at t = 0 (logit scale 1): cosine logits in [-1, 1] then leave the
 # softmax over a batch of 32 almost flat (even perfectly aligned embeddings give a loss near
 # ln(1 + 31/e) = 2.5 against 3.47 at chance, until t has grown), which a long GPU run outgrows but
 # a few hundred CPU steps do not. The short presets therefore use CLIP's settings (t = log(1/0.07)
 # at init, logit scale capped at 100); `paper` keeps the original's t = 0, t >= 0.
-def _clip_temperature(c: ml_collections.ConfigDict) -> None:
+def _short_cpu_run(c: ml_collections.ConfigDict, steps: int) -> None:
+  """The short presets (minutes on a CPU): CLIP's temperature, AdamW 2e-3 with 20 warm-up steps,
+  dropout 0.1, validation on 8 batches."""
   c.loss.temperature_init = losses.TEMPERATURE_INIT_CLIP
   c.loss.temperature_max = losses.TEMPERATURE_MAX_CLIP
+  c.model.dropout = 0.1
+  c.optim.lr = 2e-3
+  c.optim.warmup_steps = 20
+  c.total_steps = steps
+  c.eval_max_batches = 8
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -45,34 +63,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.prefetch = 2  # batches buffered per worker / reader thread
 
   # -- model ----------------------------------------------------------------------------------
-  c.model = ml_collections.ConfigDict()
+  c.model = common.encoder()
   c.model.embed_dim = 512
-  c.model.widths = (32, 16, 24, 40, 80, 112, 192, 320)
-  c.model.depths = (1, 2, 2, 3, 3, 3, 3)
-  c.model.head_width = 1280
-  c.model.dropout = 0.5
-  c.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
 
   # -- loss -----------------------------------------------------------------------------------
   c.loss = ml_collections.ConfigDict()
   c.loss.mode = "leave_one_out"  # "leave_one_out" or "pairwise"
   c.loss.renormalise_rest = False  # LOO: the original does not re-normalise the others' mean
   c.loss.temperature_init = 0.0  # t; logit scale = exp(t)
-  c.loss.temperature_min = 0.0  # the original clamps t >= 0 after each step
+  c.loss.temperature_min = losses.TEMPERATURE_MIN  # the original clamps t >= 0 after each step
   c.loss.temperature_max = float("inf")
 
   # -- optimiser ------------------------------------------------------------------------------
-  c.optim = ml_collections.ConfigDict()
-  c.optim.name = "adamw"  # "sgd" or "adamw"
-  c.optim.lr = 1e-3
-  c.optim.momentum = 0.9  # sgd
-  c.optim.weight_decay = 1e-4
-  c.optim.schedule = "cosine"  # "cosine" (with warmup), "step" (StepLR), "constant"
-  c.optim.warmup_steps = 0
-  c.optim.step_every_epochs = 5  # "step": multiply by step_factor every this many epochs
-  c.optim.step_factor = 0.1
-  c.optim.grad_clip = 0.0  # global-norm clip; 0 = off
-  c.optim.grad_accum = 1  # micro-batches per update (negatives stay within each micro-batch)
+  c.optim = common.optimizer()
 
   # -- loop -----------------------------------------------------------------------------------
   c.batch_size = 32  # global batch (all devices, all processes)
@@ -82,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.eval_every = 100  # validation loss every this many steps and at the end (0 = never)
   c.eval_max_batches = 0  # cap on validation batches per evaluation (0 = all)
+  c.eval_seed = 0  # which validation windows, in which batches (the same at every evaluation)
   c.checkpoint_every = 100
   c.max_to_keep = 3
   c.async_checkpointing = True
@@ -90,47 +94,28 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
+  opts = common.parse_arg(arg, PRESETS, quick=False, steps=0)
   c = base_config()
-  c.preset = arg
-  if arg == "demo":
+  c.preset = arg or PRESETS[0]
+  if opts.preset == "demo":
     c.data.store = "runs/demo/stores/synthetic"
-    c.data.worker_count = 0
-    c.model.dropout = 0.1
-    _clip_temperature(c)
-    c.optim.lr = 2e-3
-    c.optim.warmup_steps = 20
-    c.batch_size = 32
-    c.total_steps = 300
-    c.eval_every = 100
-    c.checkpoint_every = 100
-    c.log_every = 10
-    c.eval_max_batches = 8
-  elif arg == "sleepedf":
+    _short_cpu_run(c, steps=300)
+  elif opts.preset == "sleepedf":
     c.data.store = "runs/sleepedf/stores/sleepedf"
     c.data.modalities = ("bas", "resp")
     c.data.split = "time"
-    c.model.dropout = 0.1
-    _clip_temperature(c)
-    c.optim.lr = 2e-3
-    c.optim.warmup_steps = 20
-    c.batch_size = 32
-    c.total_steps = 600
-    c.eval_every = 100
-    c.checkpoint_every = 100
-    c.eval_max_batches = 8
-  elif arg == "paper":
+    _short_cpu_run(c, steps=600)
+  elif opts.preset == "paper":
     c.data.store = "runs/paper/stores/paper"
-    c.optim.name = "sgd"
-    c.optim.lr = 1e-3
-    c.optim.momentum = 0.9
-    c.optim.weight_decay = 0.0
-    c.optim.schedule = "step"
-    c.optim.step_every_epochs = 5
-    c.optim.step_factor = 0.1
-    c.batch_size = 32
+    common.original_optimizer(c.optim)
     c.num_epochs = 20.0
     c.eval_every = 1000
     c.checkpoint_every = 1000
-  else:
-    raise ValueError(f"unknown preset {arg!r}; choose demo, sleepedf or paper")
+  if opts.quick:
+    c.model.update(widths=(8,) * 8, depths=(1,) * 7, head_width=64, embed_dim=32)
+    c.total_steps = 20
+  if opts.steps:
+    c.total_steps = opts.steps
+  if opts.quick:
+    c.eval_every = c.checkpoint_every = c.total_steps
   return c

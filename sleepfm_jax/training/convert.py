@@ -36,7 +36,7 @@ from flax import nnx
 
 from sleepfm_jax.models.effnet1d import EffNet1D
 from sleepfm_jax.models.sleepfm import SleepFM
-from sleepfm_jax.torch_reference import import_torch, stage_block_names
+from sleepfm_jax.training.torch_reference import import_torch, stage_block_names
 
 # Original checkpoint entry -> this project's modality name.
 CHECKPOINT_KEYS = {
@@ -270,8 +270,9 @@ def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathL
   Raises:
     ValueError: shapes or channel counts that do not match, naming the modality and key.
   """
-  from sleepfm_jax import checkpointing, train  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.preprocess import PreprocessConfig  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training.factories import build_model  # pylint: disable=import-outside-toplevel
 
   ckpt = load_original_checkpoint(path)
   prep = PreprocessConfig.from_dict(dict(preprocessing))
@@ -286,7 +287,7 @@ def original_checkpoint_to_orbax(path: str | os.PathLike, output: str | os.PathL
     if unknown:
       raise ValueError(f"{path}: channels {unknown} of '{m}' are not in the montage "
                        f"{montage.to_dict()[m]}")
-  model = train.build_model(config, ckpt["in_channels"], seed=0)
+  model = build_model(config, ckpt["in_channels"], seed=0)
   load_torch_weights(model, ckpt)  # refuses mismatched shapes, missing or unexpected keys
   pure = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState)))
   samples = int(round(prep.sample_rate * prep.window_seconds))

@@ -9,28 +9,33 @@ window once, out of fold, in the predictions format v1 (`evaluation.predictions`
 those of `evaluation.baselines.select_windows`, i.e. those the `concat` probe scores on an export of
 the same recordings.
 
-Training reuses the pretraining machinery: `train.make_optimizer` / `make_schedule` (the config's
-`optim` section), the `("data", "model")` mesh with batches split over "data" and replicated
-parameters (`sharding`), Grain batches from `data.pipeline` (a shuffled `train_dataset` over the
-fold's windows; padded `eval_batches` with a validity mask for prediction), one jitted update with
-the state donated, dropout reseeded from (seed, step). Loss: cross-entropy, optionally weighted
-per class by n / (K n_c) of the fold's training labels (`class_balanced`).
+Training shares the pretraining machinery: the model and optimizer factories (`factories`: the
+config's `model` and `optim` blocks), the `("data", "model")` mesh with batches split over "data"
+and replicated parameters (`sharding`), Grain batches from `data.pipeline` (a shuffled
+`train_dataset` over the fold's windows; padded `eval_batches` with a validity mask for
+prediction), the channel selection of `data.selection`, and the training loop itself
+(`loop.Loop`: transfer guard, first-step timing, one metrics fetch per log interval); the jitted
+update donates the state and reseeds dropout from (seed, step). Loss: cross-entropy, optionally
+weighted per class by n / (K n_c) of the fold's training labels (`class_balanced`).
 
-No early stopping: each fold trains for a fixed budget, `max(min_steps, num_epochs x windows /
-batch)` steps (or `total_steps`). An inner validation split would take subjects away from already
-small downstream sets and add a model-selection step the probes do not share (their inner CV only
-picks the L2 strength); a fixed budget keeps the folds comparable. Single process (any number of
-local devices).
+Early stopping (`config.early_stopping`, on by default): each fold's labelled training windows are
+split once more (`inner_split`: one fold of the probes' inner CV, i.e. by subject when the fold has
+two or more subjects, else a contiguous time block with the probes' gap around it); the model is
+fitted on the rest, its class-weighted cross-entropy (and macro AUROC) on the inner validation
+windows is measured every `eval_every` steps, the best state is kept, and training stops after
+`patience` validations without improvement. The budget `max(min_steps, num_epochs x windows /
+batch)` steps (or `total_steps`) is the cap. A fold with fewer than `min_windows` labelled training
+windows (small label fractions) trains the full budget on all of them. Each fold reports its budget:
+steps run, best step, the cap, wall seconds. Single process (any number of local devices).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import pathlib
-import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,22 +46,18 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sleepfm_jax import sharding, train
 from sleepfm_jax.data import pipeline
+from sleepfm_jax.data.selection import ChannelSelection
 from sleepfm_jax.data.store import WindowStore
-from sleepfm_jax.evaluation import baselines, probes
+from sleepfm_jax.evaluation import baselines, metrics, probes
 from sleepfm_jax.evaluation.predictions import Predictions
 from sleepfm_jax.models.sleepfm import SupervisedCNN
+from sleepfm_jax.training import sharding
+from sleepfm_jax.training.factories import build_supervised_model, make_optimizer, make_schedule
+from sleepfm_jax.training.loop import Loop
+from sleepfm_jax.training.metrics_log import MetricsLog
 
 LABEL_KEYS = {"staging": "stage", "sdb": "sdb"}
-
-
-def build_model(config: ml_collections.ConfigDict, in_channels: Mapping[str, int],
-                num_classes: int, seed: int) -> SupervisedCNN:
-  m = config.model
-  return SupervisedCNN(dict(in_channels), num_classes=num_classes, widths=tuple(m.widths),
-                       depths=tuple(m.depths), head_width=m.head_width, dropout=m.dropout,
-                       dtype=jnp.dtype(m.dtype), rngs=nnx.Rngs(params=seed, dropout=seed + 1))
 
 
 def class_weights(y: np.ndarray, num_classes: int, balanced: bool) -> np.ndarray:
@@ -80,23 +81,63 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Ar
 
 @dataclasses.dataclass
 class FoldRun:
-  """What happened in one outer fold."""
+  """What happened in one outer fold: its windows and its budget."""
 
   fold: int
-  train_index: np.ndarray  # store window indices trained on (after the label fraction)
+  train_index: np.ndarray  # store window indices of the fold's labelled training windows
   test_index: np.ndarray   # store window indices predicted
-  steps: int
-  seconds: float
+  steps: int  # steps run
+  seconds: float  # wall seconds of the fit (validations included)
   first_step_s: float
   samples_per_s: float
-  final_loss: float
+  final_loss: float  # training loss of the last logged interval
+  max_steps: int = 0  # the budget's cap
+  best_step: int = 0  # the step whose state predicted the test windows
+  best_val_loss: float = float("nan")
+  val_index: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.int64))
+  early_stopping: str = "off"  # "subject" / "time-block" (the inner split), or why it was off
 
   def summary(self) -> dict[str, Any]:
     return {"fold": self.fold, "n_train": int(len(self.train_index)),
-            "n_test": int(len(self.test_index)), "steps": self.steps,
+            "n_val": int(len(self.val_index)), "n_test": int(len(self.test_index)),
+            "steps": self.steps, "max_steps": self.max_steps, "best_step": self.best_step,
+            "early_stopping": self.early_stopping,
+            "best_val_loss": None if np.isnan(self.best_val_loss) else round(self.best_val_loss, 5),
             "seconds": round(self.seconds, 2), "first_step_s": round(self.first_step_s, 2),
             "samples_per_s": round(self.samples_per_s, 1),
             "final_loss": round(self.final_loss, 5)}
+
+
+def inner_split(subjects: np.ndarray, y: np.ndarray, early_stopping: ml_collections.ConfigDict,
+                probe_config: probes.ProbeConfig) -> tuple[np.ndarray, np.ndarray, str] | str:
+  """Splits a fold's labelled training windows into (fit rows, validation rows, scheme).
+
+  One fold of the probes' inner cross-validation (`probes.inner_folds` with
+  `round(1 / val_fraction)` folds): by subject when there are two or more, else a contiguous block
+  of time (the middle one) with `probe_config.gap` windows dropped on each side. Returns the
+  reason instead when there are fewer than `min_windows` windows.
+
+  Args:
+    subjects: [n] subject id per training window (windows in time order within recordings).
+    y: [n] class per training window.
+  """
+  n = len(y)
+  if n < early_stopping.min_windows:
+    return f"off: {n} labelled training windows < min_windows {early_stopping.min_windows}"
+  k = max(2, round(1.0 / early_stopping.val_fraction))
+  config = dataclasses.replace(probe_config, inner_folds=k)
+  subjects = np.asarray(subjects).astype(str)
+  folds = probes.inner_folds(np.arange(n), subjects, np.asarray(y), config)
+  fit, val = folds[len(folds) // 2]
+  return fit, val, "subject" if len(np.unique(subjects)) >= 2 else "time-block"
+
+
+def validation_loss(prob: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
+  """Σ w_y (−log p_y) / Σ w_y: the training objective (`weighted_cross_entropy`) on probabilities."""
+  y = np.asarray(y, np.int64)
+  w = np.asarray(weights, np.float64)[y]
+  nll = -np.log(np.clip(np.asarray(prob, np.float64)[np.arange(len(y)), y], 1e-12, None))
+  return float(np.sum(w * nll) / max(np.sum(w), 1e-12))
 
 
 def scale_by_learning_rate_arg() -> optax.GradientTransformationExtraArgs:
@@ -131,8 +172,9 @@ class Trainer:
     self.task = task
     self.label_key = LABEL_KEYS[task]
     self.num_classes = num_classes
-    self.channel_index = {m: np.asarray(i) for m, i in channel_index.items()}
-    self.in_channels = {m: len(c) for m, c in channels.items()}
+    self.selection = ChannelSelection({m: tuple(c) for m, c in channels.items()},
+                                      {m: np.asarray(i) for m, i in channel_index.items()})
+    self.in_channels = self.selection.in_channels
     if jax.process_count() > 1:
       raise ValueError("the supervised baseline runs in a single process (any number of its "
                        "devices)")
@@ -145,11 +187,11 @@ class Trainer:
 
   def _build(self):
     config = self.config
-    tx = optax.chain(train.make_optimizer(config, optax.constant_schedule(1.0)),
+    tx = optax.chain(make_optimizer(config, optax.constant_schedule(1.0)),
                      scale_by_learning_rate_arg())
 
     def make():
-      model = build_model(config, self.in_channels, self.num_classes, config.seed)
+      model = build_supervised_model(config, self.in_channels, self.num_classes, config.seed)
       return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     graphdef, abstract = nnx.split(nnx.eval_shape(make))
@@ -195,7 +237,7 @@ class Trainer:
     Channels enter as stored (missing ones are zero-filled by the store), as the exporter feeds
     the pretrained encoders.
     """
-    out = {m: np.asarray(batch[m], np.float32)[:, sel] for m, sel in self.channel_index.items()}
+    out = self.selection.select(batch, presence=False)
     out["label"] = np.maximum(np.asarray(batch[self.label_key], np.int32), 0)
     return out
 
@@ -207,9 +249,9 @@ class Trainer:
     return per_epoch, int(steps)
 
   def learning_rates(self, n_train: int) -> np.ndarray:
-    """[steps] learning rate of each update of a fold (`train.make_schedule` on its budget)."""
+    """[steps] learning rate of each update of a fold (`make_schedule` on its budget)."""
     per_epoch, steps = self.budget(n_train)
-    schedule = train.make_schedule(self.config, per_epoch, steps)
+    schedule = make_schedule(self.config, per_epoch, steps)
     return np.asarray(jax.vmap(schedule)(jnp.arange(steps)), np.float32)
 
   def init(self):
@@ -225,16 +267,20 @@ class Trainer:
                             jax.device_put(np.float32(learning_rate), rep))
 
   def fit(self, store_path: str, train_index: np.ndarray, *, modalities: Sequence[str],
-          seed: int, log_dir: str | os.PathLike | None = None, desc: str = "fit",
-          progress: bool = True):
-    """Trains a fresh model on store windows `train_index` (all labelled); returns (state, info)."""
+          seed: int, val_index: np.ndarray | None = None,
+          log_dir: str | os.PathLike | None = None, desc: str = "fit", progress: bool = True):
+    """Trains a fresh model on store windows `train_index` (all labelled); returns (state, info).
+
+    With `val_index` (labelled windows held out of `train_index`), stops early on their loss
+    (`config.early_stopping`) and returns the best state; `info` says steps run, the cap
+    (`max_steps`), the best step and its validation loss.
+    """
     c = self.config
     lrs = self.learning_rates(len(train_index))
     steps = len(lrs)
     source = pipeline.WindowSource(store_path, train_index, modalities)
     labels = source.store.get_batch(train_index, modalities=())[self.label_key]
-    weights = jax.device_put(class_weights(labels, self.num_classes, c.class_balanced),
-                             self._replicated)
+    weights = class_weights(labels, self.num_classes, c.class_balanced)
     data = pipeline.train_iterator(
         pipeline.train_dataset(source, global_batch=c.batch_size // c.optim.grad_accum,
                                seed=seed),
@@ -242,48 +288,29 @@ class Trainer:
     log = None
     if log_dir is not None:
       pathlib.Path(log_dir).mkdir(parents=True, exist_ok=True)
-      log = train.MetricsLog(str(log_dir), resume_step=None)
-    state = self.init()
-
-    def guard():
-      return jax.transfer_guard("disallow") if c.transfer_guard else contextlib.nullcontext()
-
-    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
-    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False,
-               dynamic_ncols=True)
-    t_start = t_last = time.perf_counter()
-    first_step_s, pending, seen, loss = 0.0, [], 0, float("nan")
-    for step in range(1, steps + 1):
-      lr = jax.device_put(lrs[step - 1], self._replicated)
-      for _ in range(c.optim.grad_accum):
-        batch = sharding.host_local_batch_to_global(self.inputs(next(data)), self.mesh)
-        with guard():  # the uploads above are the step's only host->device transfers
-          state, metrics = self._train_step(state, batch, weights, lr)
-      pending.append(metrics)
-      seen += c.batch_size
-      bar.update(1)
-      if step == 1:  # keep compilation out of the throughput
-        jax.block_until_ready(metrics)
-        first_step_s = time.perf_counter() - t_start
-        t_last, seen = time.perf_counter(), 0
-      if step % c.log_every == 0 or step == steps:
-        fetched = jax.device_get(pending)  # one sync per log interval
-        avg = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
-        avg["lr"] = float(lrs[step - 1])
-        if seen:
-          avg["samples_per_s"] = seen / (time.perf_counter() - t_last)
-        loss = avg["loss"]
-        if log is not None:
-          log.write(step, "train", avg)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        pending = []
-    bar.close()
-    seconds = time.perf_counter() - t_start
-    timed = seconds - first_step_s
-    info = {"steps": steps, "seconds": seconds, "first_step_s": first_step_s,
-            "samples_per_s": (steps - 1) * c.batch_size / timed if steps > 1 else 0.0,
-            "final_loss": loss}
+      log = MetricsLog(str(log_dir), resume_step=None)
+    rep = self._replicated
+    loop = Loop(total_steps=steps, batch_size=c.batch_size, grad_accum=c.optim.grad_accum,
+                log_every=c.log_every, learning_rate=lambda step: lrs[step - 1],
+                transfer_guard=c.transfer_guard, log=log, progress=progress, desc=desc,
+                leave=False)
+    stopper = None
+    if val_index is not None:
+      stopper = _EarlyStopping(self, loop, store_path, val_index, modalities, weights, log)
+    batches = (sharding.host_local_batch_to_global(self.inputs(b), self.mesh) for b in data)
+    weights_dev = jax.device_put(weights, rep)
+    state = loop.run(self.init(), self._train_step, batches,
+                     step_args=lambda step: (weights_dev, jax.device_put(lrs[step - 1], rep)),
+                     after_step=stopper)
+    info = {"steps": loop.final_step, "max_steps": steps, "best_step": loop.final_step}
+    if stopper is not None:
+      state = stopper.restore_best(state, loop.final_step)
+      info.update(best_step=stopper.best_step, best_val_loss=stopper.best_loss)
+    timed = loop.wall_s - loop.first_step_s
+    info.update(seconds=loop.wall_s, first_step_s=loop.first_step_s,
+                samples_per_s=((loop.final_step - 1) * c.batch_size / timed
+                               if loop.final_step > 1 else 0.0),
+                final_loss=loop.train["loss"])
     return state, info
 
   def predict(self, state, store_path: str, index: np.ndarray, *,
@@ -296,6 +323,45 @@ class Trainer:
       x = sharding.host_local_batch_to_global(self.inputs(batch), self.mesh)
       out.append(np.asarray(jax.device_get(self._predict(state, x)), np.float32)[valid])
     return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+
+
+class _EarlyStopping:
+  """The `after_step` hook of a fit with an inner validation split (see the module docstring)."""
+
+  def __init__(self, trainer: Trainer, loop: Loop, store_path: str, index: np.ndarray,
+               modalities: Sequence[str], weights: np.ndarray, log: MetricsLog | None):
+    self.trainer, self.loop, self.log = trainer, loop, log
+    self.store_path, self.index, self.modalities = store_path, np.asarray(index), modalities
+    self.labels = np.asarray(WindowStore(store_path).get_batch(
+        self.index, modalities=())[trainer.label_key], np.int64)
+    self.weights = weights
+    self.config = trainer.config.early_stopping
+    self.classes = [str(k) for k in range(trainer.num_classes)]
+    self.best_loss, self.best_step, self.best_state, self.bad = np.inf, 0, None, 0
+
+  def __call__(self, step: int, state) -> bool:
+    if step % self.config.eval_every and step != self.loop.total_steps:
+      return False
+    prob = self.trainer.predict(state, self.store_path, self.index, modalities=self.modalities)
+    loss = validation_loss(prob, self.labels, self.weights)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)  # classes absent from the split
+      auroc = metrics.classification_metrics(self.labels, prob, self.classes)["auroc_macro"]
+    if self.log is not None:
+      self.log.write(step, "val", {"loss": loss, "auroc_macro": auroc})
+    if loss < self.best_loss:
+      self.best_loss, self.best_step, self.bad = loss, step, 0
+      self.best_state = jax.device_get(state)  # the update donates `state`: keep a host copy
+    else:
+      self.bad += 1
+    self.loop.restart_clock()  # validation is not training throughput
+    return self.bad >= self.config.patience
+
+  def restore_best(self, state, final_step: int):
+    """The best state (`state` itself when that is the final one)."""
+    if self.best_state is None or self.best_step == final_step:
+      return state
+    return sharding.replicate(self.best_state, self.trainer.mesh)
 
 
 def cross_validate(store: WindowStore | str, table: baselines.WindowTable, task: str,
@@ -311,7 +377,7 @@ def cross_validate(store: WindowStore | str, table: baselines.WindowTable, task:
     store: the window store `table` was selected from.
     table: the windows (`baselines.select_windows`).
     task: "staging" (5 classes) or "sdb" (binary).
-    config: a `experiments/configs/supervised.py` config.
+    config: a `configs/supervised.py` config.
     probe_config: outer folds, seed and gap of the probe protocol (other fields unused).
     label_fraction: fraction of each training fold's labels (`probes.label_subset`).
     trainer: reuse compiled functions across calls (same config and task); default a new one.
@@ -339,19 +405,29 @@ def cross_validate(store: WindowStore | str, table: baselines.WindowTable, task:
   for f, (tr, te) in enumerate(plan.folds):
     train_index = table.index[plan.index[tr]]
     test_index = table.index[plan.index[te]]
+    fit_index, val_index, scheme = train_index, None, "off"
+    if config.early_stopping.enabled:
+      split = inner_split(plan.subjects[tr], plan.y[tr], config.early_stopping, probe_config)
+      if isinstance(split, str):
+        scheme = split
+      else:
+        fit_rows, val_rows, scheme = split
+        fit_index, val_index = train_index[fit_rows], train_index[val_rows]
     fold_dir = None if log_dir is None else pathlib.Path(log_dir) / f"fold_{f}"
     state, info = trainer.fit(
-        table.store_path, train_index, modalities=table.modalities,
+        table.store_path, fit_index, val_index=val_index, modalities=table.modalities,
         seed=config.seed * 1000 + f, log_dir=fold_dir, progress=progress,
         desc=f"{name} {task}@{label_fraction:g} fold {f + 1}/{len(plan.folds)}")
     prob[te] = trainer.predict(state, table.store_path, test_index, modalities=table.modalities)
     fold_of[te] = f
     del state
-    run = FoldRun(f, train_index, test_index, **info)
+    run = FoldRun(f, train_index, test_index, early_stopping=scheme,
+                  val_index=np.zeros((0,), np.int64) if val_index is None else val_index, **info)
     runs.append(run)
-    log(f"[{name}] {task}@{label_fraction:g} fold {f}: {len(train_index)} train / "
-        f"{len(test_index)} test windows, {info['steps']} steps, loss {info['final_loss']:.4f}, "
-        f"{info['samples_per_s']:.1f} windows/s ({info['seconds']:.1f}s)")
+    log(f"[{name}] {task}@{label_fraction:g} fold {f}: {len(fit_index)} train / "
+        f"{len(run.val_index)} val / {len(test_index)} test windows, {run.steps} of "
+        f"{run.max_steps} steps (best {run.best_step}; early stopping {scheme}), loss "
+        f"{run.final_loss:.4f}, {run.samples_per_s:.1f} windows/s ({run.seconds:.1f}s)")
   assert (fold_of >= 0).all(), "every labelled window is predicted exactly once"
   meta = {"name": name, "feature": "cnn", "label_fraction": float(label_fraction),
           "scheme": plan.scheme, **baselines.provenance(table, probe_config),
