@@ -6,7 +6,8 @@ r"""The main job end to end on the bundled default data (README, first command).
    BAS + ECG + respiratory with apneas), and the real Sleep-EDF SC4001 night from
    ../shared/data/psg-real when present.
 2. Preprocess both into window stores (per-file report; the SC4001 summary shows the real-data
-   path: 2650 windows, W 1997 / N1 58 / N2 250 / N3 220 / REM 125).
+   path: cropped to the sleep period +- 30 min, 841 windows, W 188 / N1 58 / N2 250 / N3 220 /
+   REM 125).
 3. Pretrain the three EffNet-1D encoders with the leave-one-out contrastive loss on the synthetic
    pretraining subjects (the package's `configs/pretrain.py:demo`).
 4. Export embeddings of the held-out downstream subjects (never seen in pretraining).

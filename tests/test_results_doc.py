@@ -24,8 +24,8 @@ def _experiment():
     retrieval.append({"source": "loo", "direction": "bas->ecg", "seed": seed,
                       "n_candidates": 1000, "recall@10": 0.1 + 0.01 * seed,
                       "chance@10": 0.01, "median_rank": 100 + seed})
-  budget = [{"source": "loo", "what": "pretraining", "steps": [600, 600, 600],
-             "wall_s": [600, 660, 720]}]
+  budget = [{"source": "loo", "what": "pretraining", "seed": seed, "steps": 600,
+             "wall_s": w} for seed, w in enumerate((600, 660, 720))]
   return {"headline_feature": {"staging": "concat"}, "metrics": metrics,
           "retrieval": retrieval, "budget": budget}
 

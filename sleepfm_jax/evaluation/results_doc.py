@@ -135,11 +135,15 @@ def _retrieval_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
 
 def _budget_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
   del opts
-  body = []
-  for e in data["budget"]:
-    body.append([e["source"], e["what"], seeds.fmt(seeds.summary(e["steps"]), 0),
-                 seeds.fmt(seeds.summary([s / 60.0 for s in e["wall_s"]]), 1)])
-  return _table(["source", "what", "steps (mean ± sd)", "wall minutes (mean ± sd)"], body)
+  steps = seeds.aggregate(data["budget"], ("source", "what"), "steps")
+  minutes = {(e["source"], e["what"]): e for e in seeds.aggregate(
+      [{**r, "minutes": r["wall_s"] / 60.0} for r in data["budget"]], ("source", "what"),
+      "minutes")}
+  body = [[e["source"], e["what"], seeds.fmt(e, 0),
+           seeds.fmt(minutes[(e["source"], e["what"])], 1)] for e in steps]
+  n = max((e["n"] for e in steps), default=0)
+  return _table(["source", "what", "steps", "wall minutes"], body) + (
+      f"\nMean ± sd over {n} seeds.\n")
 
 
 _KINDS = {"metric": _metric_table, "paired": _paired_table, "retrieval": _retrieval_table,

@@ -97,7 +97,8 @@ def split_record(store: WindowStore, plan: DataPlan,
   """What each split of a run holds, by recording and subject id (the run's `splits.json`).
 
   A part's `whole_recordings` is False when it holds only some windows of a recording (the
-  "time" split).
+  "time" split); such a part also lists its store window indices (`windows`), so that
+  evaluations can keep to exactly the windows pretraining never saw.
   """
   cfg = config.data
   out: dict[str, Any] = {
@@ -115,6 +116,8 @@ def split_record(store: WindowStore, plan: DataPlan,
         "num_windows": int(len(idx)),
         "whole_recordings": bool(all(counts[r] == int(store.recordings[r]["num_windows"])
                                      for r in held))}
+    if not out["parts"][name]["whole_recordings"]:
+      out["parts"][name]["windows"] = [int(i) for i in np.sort(idx)]
   return out
 
 

@@ -1,0 +1,96 @@
+"""The evidence experiments (sleepfm_jax/evidence.py): inductive splits and a small end-to-end run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sleepfm_jax import evidence
+from sleepfm_jax.configs import pretrain
+from sleepfm_jax.data.store import WindowStore
+from sleepfm_jax.evaluation import embeddings as emb_format
+from sleepfm_jax.evaluation import probes, results_doc
+from sleepfm_jax.training import runs
+
+
+@pytest.fixture(scope="module")
+def one_night(tmp_path_factory):
+  """A single-subject SYNTHETIC store (one 2-h night at 16 Hz): the shape of SC4001."""
+  from sleepfm_jax.data import discovery, synthetic  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.data.preprocess import preprocess  # pylint: disable=import-outside-toplevel
+
+  root = tmp_path_factory.mktemp("one_night")
+  synthetic.write_dataset(root / "edf", n_subjects=1, hours=2.0, seed=5, progress=False,
+                          rates="eeg=64,eog=64,emg=64,ecg=64,resp=8,spo2=1", missing_prob=0.0)
+  specs, _ = discovery.discover([str(root / "edf")])
+  preprocess(specs, root / "store", {"sample_rate": 16, "sdb_scored": "yes"}, progress=False)
+  return str(root / "store")
+
+
+def test_single_night_probes_never_test_a_pretraining_window(one_night):
+  store = WindowStore(one_night)
+  config = pretrain.get_config("sleepedf")
+  config.data.store = one_night
+  config.data.modalities = ("bas", "ecg", "resp")
+  config.data.pretrain_fraction = 0.5
+  config.batch_size = 8
+  plan = runs.plan_data(store, config)
+  split = runs.split_record(store, plan, config)
+  held = evidence.held_out_windows(split)
+  np.testing.assert_array_equal(held, np.sort(plan.downstream))
+  seen = np.concatenate([plan.pretrain, plan.val])
+  assert not np.isin(held, seen).any() and len(held) + len(seen) == len(store)
+  assert 0.4 < len(held) / len(store) < 0.6
+  # The evaluation windows are the held-out ones, and every probe test fold is drawn from them.
+  lab = store.get_batch(np.arange(len(store)), modalities=())
+  order = np.random.default_rng(0).permutation(len(store))  # an export's rows, in any order
+  rows = evidence.store_rows(store, np.full(len(store), store.recording_ids[0])[order],
+                             lab["epoch"][order])
+  np.testing.assert_array_equal(rows, order)
+  rows = evidence.store_rows(store, np.full(len(store), store.recording_ids[0]), lab["epoch"])
+  np.testing.assert_array_equal(rows, np.arange(len(store)))
+  inductive = np.isin(rows, held)
+  y = np.where(inductive, lab["stage"], -1)
+  plan_p = probes.outer_folds(y, np.zeros(len(store)), probes.ProbeConfig(outer_folds=3))
+  for train, test in plan_p.folds:
+    assert np.isin(rows[plan_p.index[test]], held).all()
+    assert np.isin(rows[plan_p.index[train]], held).all()
+  # A split whose held-out part touches the pretraining windows is refused.
+  bad = json.loads(json.dumps(split))
+  bad["parts"]["downstream"]["windows"].append(int(plan.pretrain[0]))
+  with pytest.raises(ValueError, match="overlap"):
+    evidence.held_out_windows(bad)
+
+
+def test_synthetic_experiment_end_to_end_is_cached_and_renders(tmp_path):
+  s = evidence.Settings(dataset="synthetic", workdir=str(tmp_path / "ev"), seeds=(0,),
+                        subjects=8, hours=0.5, steps=4, modes=("leave_one_out",),
+                        uncoupled_control=False, label_subjects=(1, 0), outer_folds=2,
+                        retrieval_candidates=20, cnn=False, quick=True, progress=False)
+  out = evidence.run(s, log=lambda m: None)
+  sources = {(r["source"], r["task"], r["feature"], r["labels"]) for r in out["metrics"]}
+  for source, feature in (("loo", "concat"), ("untrained", "concat"), ("spectral", "spectral")):
+    for task in ("staging", "sdb"):
+      assert (source, task, feature, "1 subject") in sources
+  assert any(lab.startswith("all (") for *_, lab in sources)
+  for r in out["metrics"]:
+    assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["auprc"] <= 1.0 and r["seed"] == 0
+  directions = {r["direction"] for r in out["retrieval"] if r["source"] == "loo"}
+  assert {"bas->ecg", "ecg->resp", "bas->others"} <= directions
+  assert all(r["n_candidates"] == 20 for r in out["retrieval"])
+  assert [b["source"] for b in out["budget"]] == ["loo"] and out["budget"][0]["steps"] == 4
+  # Held-out subjects only: no probed window comes from a pretraining subject.
+  split = runs.run_splits(str(tmp_path / "ev" / "seed_0" / "pretrain_loo"))
+  es = emb_format.load_embeddings(tmp_path / "ev" / "seed_0" / "emb_loo")
+  assert set(es.subject_id) == set(split["parts"]["downstream"]["subjects"])
+  assert not set(es.subject_id) & set(split["parts"]["pretrain"]["subjects"])
+  # Re-running reuses every cached unit and gives the same rows.
+  again = evidence.run(s, log=lambda m: None)
+  assert again["metrics"] == out["metrics"] and again["retrieval"] == out["retrieval"]
+  (tmp_path / "r").mkdir()
+  (tmp_path / "r" / "x.json").write_text(json.dumps(out))
+  md = results_doc.render("<!-- results: x metric task=staging -->\n<!-- /results -->\n"
+                          "<!-- results: x paired task=sdb pairs=loo-untrained -->\n"
+                          "<!-- /results -->\n<!-- results: x retrieval -->\n<!-- /results -->",
+                          tmp_path / "r")
+  assert "| loo | concat |" in md and "| loo − untrained |" in md and "bas->ecg" in md
