@@ -11,8 +11,10 @@ r"""The main job end to end on the bundled default data (README, first command).
 3. Pretrain the three EffNet-1D encoders with the leave-one-out contrastive loss on the synthetic
    pretraining subjects (the package's `configs/pretrain.py:demo`).
 4. Export embeddings of the held-out downstream subjects (never seen in pretraining).
-5. Probe them (logistic regression, subject-wise folds) for 5-class staging and SDB, measure
-   cross-modal retrieval, and write a report (markdown + JSON + PNG).
+   Export them also through the same encoders with random weights: the untrained control.
+5. Probe both (logistic regression, subject-wise folds) for 5-class staging and SDB, measure
+   cross-modal retrieval against chance, and write a report (markdown + JSON + PNG) whose
+   headline is pretrained vs untrained and retrieval vs chance (`report.json`, "headline").
 
 Everything lands under --workdir; re-running reuses finished steps (delete the folder to start over).
 The settings are the package's `configs/demo.py`: the default takes an estimated 20-30 minutes on
@@ -73,7 +75,7 @@ def make_data(root: pathlib.Path, subjects: int, hours: float, seed: int) -> pat
   if manifest.exists():
     print(f"reusing SYNTHETIC data in {out}")
     return out
-  synthetic.write_dataset(out, n_subjects=subjects, hours=hours, seed=seed)
+  synthetic.write_dataset(out, n_subjects=subjects, hours=hours, seed=seed, workers=2)
   print(f"wrote {subjects} SYNTHETIC nights x {hours:g} h to {out} (see docs/synthetic.md)")
   return out
 
@@ -107,16 +109,24 @@ def pretrain(store: str, workdir: pathlib.Path, c):
   return config, summary
 
 
-def export(store: str, run_dir: pathlib.Path, emb_dir: pathlib.Path) -> None:
+def export(store: str, run_dir: pathlib.Path, emb_dir: pathlib.Path, ctrl_dir: pathlib.Path,
+           seed: int) -> None:
+  """The held-out subjects through the pretrained encoders and through the same encoders with
+  random weights (the control that shows what pretraining added)."""
   from sleepfm_jax import export as export_lib  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.training import runs  # pylint: disable=import-outside-toplevel
 
   downstream = runs.held_out_recordings(runs.run_splits(str(run_dir)))
-  index = export_lib.export_store(str(run_dir), store, str(emb_dir), recordings=downstream)
-  print(f"{len(downstream)} downstream recordings -> {index}")
+  for out, model in ((emb_dir, str(run_dir)),
+                     (ctrl_dir, export_lib.untrained_embedder(str(run_dir), seed=seed))):
+    if not (out / "index.json").exists():
+      export_lib.export_store(model, store, str(out), recordings=downstream)
+  print(f"{len(downstream)} downstream recordings -> {emb_dir} (pretrained), {ctrl_dir} "
+        "(untrained control)")
 
 
-def evaluate(emb_dir: pathlib.Path, run_dir: pathlib.Path, out: pathlib.Path, c) -> None:
+def evaluate(emb_dir: pathlib.Path, ctrl_dir: pathlib.Path, run_dir: pathlib.Path,
+             out: pathlib.Path, c) -> None:
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from sleepfm_jax.evaluation import embeddings as emb_format  # pylint: disable=C0415
@@ -125,21 +135,29 @@ def evaluate(emb_dir: pathlib.Path, run_dir: pathlib.Path, out: pathlib.Path, c)
   es = emb_format.load_embeddings(emb_dir)
   n_subjects = len(np.unique(es.subject_id))
   cfg = suite.SuiteConfig(
-      tasks=("staging", "sdb", "retrieval"), features=("bas", "ecg", "resp", "concat"),
+      tasks=("staging", "sdb", "retrieval"), features=tuple(c.features),
       probe=probes.ProbeConfig(outer_folds=min(c.max_outer_folds, n_subjects),
                                inner_folds=c.inner_folds, c_grid=tuple(c.c_grid)),
       n_boot=c.n_boot, retrieval_candidates=None)
-  result = suite.run_suite({"loo": es}, config=cfg, progress=False)
+  result = suite.run_suite({"loo": es, "untrained": emb_format.load_embeddings(ctrl_dir)},
+                           config=cfg, progress=False)
   paths = report.write_report(out, result, metrics_jsonl=str(run_dir / "metrics.jsonl"),
-                              tsne_points=c.tsne_points)
+                              tsne_points=c.tsne_points, compare=("loo", "untrained"))
+  h = result.compare("loo", "untrained")
   print("\nSYNTHETIC data: these numbers show the pipeline works; they are not clinical results.")
-  for task in ("staging", "sdb"):
-    entry = result.headline("loo", task)
-    if entry is not None:
-      m = entry.metrics
-      print(f"  {task:8s} ({entry.feature}, {m['n']} windows, {n_subjects} held-out subjects): "
-            f"macro AUROC {m['auroc_macro']:.3f}, kappa {m['kappa']:.3f}")
-  print(f"report: {paths['markdown']}")
+  print(f"Held-out subjects ({n_subjects}, never seen in pretraining), full labels, macro AUROC of "
+        "the pretrained (LOO) encoders vs the same encoders untrained:")
+  for task, t in h["tasks"].items():
+    a, b = t["loo"], t["untrained"]
+    if a is not None and b is not None:
+      print(f"  {task:8s} ({a['feature']}, {a['n_windows']} windows): pretrained {a['auroc']:.3f} "
+            f"(AUPRC {a['auprc']:.3f}) vs untrained {b['auroc']:.3f} (AUPRC {b['auprc']:.3f})")
+  print("Cross-modal retrieval of held-out windows, recall@10 (untrained in brackets):")
+  for d, r in h["retrieval"]["loo"].items():
+    u = h["retrieval"]["untrained"].get(d, {})
+    print(f"  {d:14s} {r['recall@10']:.3f} ({u.get('recall@10', float('nan')):.3f}) = "
+          f"{r['x_chance']:.1f}x chance ({r['chance@10']:.4f}, {r['n_candidates']} candidates)")
+  print(f"report: {paths['markdown']} (numbers in report.json, 'headline')")
 
 
 def main(argv):
@@ -172,11 +190,11 @@ def main(argv):
         + (f", val loss {summary['val']['loss']:.4f}" if "val" in summary else ""))
 
   _banner("4/5 export embeddings of the held-out downstream subjects")
-  emb_dir = root / "embeddings_loo"
-  export(synth_store, run_dir, emb_dir)
+  emb_dir, ctrl_dir = root / "embeddings_loo", root / "embeddings_untrained"
+  export(synth_store, run_dir, emb_dir, ctrl_dir, c.seed)
 
   _banner("5/5 probes, retrieval, report")
-  evaluate(emb_dir, run_dir, root / "report", c)
+  evaluate(emb_dir, ctrl_dir, run_dir, root / "report", c)
 
 
 if __name__ == "__main__":

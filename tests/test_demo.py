@@ -26,7 +26,14 @@ def test_demo_quick_runs_end_to_end(sc4001, tmp_path):
   assert {"staging", "sdb"} <= tasks
   for entry in report["entries"]:
     assert 0.0 <= entry["metrics"]["auroc_macro"] <= 1.0
-  assert (tmp_path / "report" / "report.md").exists()
+  head = report["headline"]  # pretrained vs the untrained control, retrieval vs chance
+  assert head["source"] == "loo" and head["control"] == "untrained"
+  for task in ("staging", "sdb"):
+    t = head["tasks"][task]
+    assert t["auroc_difference"] == t["loo"]["auroc"] - t["untrained"]["auroc"]
+  assert set(head["retrieval"]["untrained"]) == set(head["retrieval"]["loo"]) >= {"bas->ecg"}
+  assert "pretrained" in log and "x chance" in log
+  assert "## Headline" in (tmp_path / "report" / "report.md").read_text()
   assert (tmp_path / "pretrain_loo" / "curves.png").exists()
   index = json.loads((tmp_path / "embeddings_loo" / "index.json").read_text())
   assert index["mode"] == "leave_one_out" and index["recordings"]

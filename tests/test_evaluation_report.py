@@ -75,6 +75,32 @@ def test_report_writes_files(tmp_path):
   assert all(p.exists() for p in paths.values())
 
 
+def test_headline_compares_a_source_with_its_control(tmp_path):
+  kw = dict(n_subjects=4, n_windows=60, dim=6)
+  good = embedding_set(tmp_path / "good", separation=2.0, **kw)
+  noise = embedding_set(tmp_path / "noise", separation=0.0, seed=1, **kw)
+  config = suite.SuiteConfig(tasks=("staging", "retrieval"), features=("concat",),
+                             n_boot=10, probe=ProbeConfig(c_grid=(1.0,), outer_folds=2,
+                                                          inner_folds=2),
+                             retrieval_candidates=None)
+  result = suite.run_suite({"loo": good, "untrained": noise}, config=config, progress=False,
+                           log=lambda _: None)
+  h = result.compare("loo", "untrained")
+  t = h["tasks"]["staging"]
+  a = result.headline("loo", "staging").metrics["auroc_macro"]
+  b = result.headline("untrained", "staging").metrics["auroc_macro"]
+  assert t["loo"]["auroc"] == a and t["untrained"]["auroc"] == b
+  assert t["auroc_difference"] == pytest.approx(a - b) and a - b > 0.1
+  ratios = {d: r["recall@10"] / r["chance@10"] for d, r in result.retrieval["loo"].items()}
+  assert h["min_x_chance"] == pytest.approx(min(ratios.values()))
+  assert h["retrieval"]["loo"]["bas->ecg"]["n_candidates"] == 240
+  report.write_report(tmp_path / "out", result, tsne_points=50, compare=("loo", "untrained"))
+  summary = json.loads((tmp_path / "out" / "report.json").read_text())
+  assert summary["headline"]["tasks"]["staging"]["auroc_difference"] == pytest.approx(a - b)
+  md = (tmp_path / "out" / "report.md").read_text()
+  assert "## Headline" in md and f"| staging | {a:.3f} (" in md
+
+
 def test_evaluate_command(tmp_path):
   save_embeddings(tmp_path / "emb", recordings(n_subjects=3, n_windows=40, dim=4,
                                                sdb_scored=set()))

@@ -365,12 +365,19 @@ def _num(v) -> str:
 
 def write_report(out_dir: str | os.PathLike, result: SuiteResult,
                  metrics_jsonl: str | None = None, tsne_points: int = 2000,
-                 title: str = "SleepFM-JAX evaluation") -> dict[str, pathlib.Path]:
-  """Writes report.md, report.json and plots/ for a `suite.SuiteResult`; returns their paths."""
+                 title: str = "SleepFM-JAX evaluation",
+                 compare: tuple[str, str] | None = None) -> dict[str, pathlib.Path]:
+  """Writes report.md, report.json and plots/ for a `suite.SuiteResult`; returns their paths.
+
+  `compare=(source, control)` puts `result.compare(source, control)` at the top of both files
+  (`headline` in the JSON): e.g. the pretrained encoders against the same encoders untrained.
+  """
   out = pathlib.Path(out_dir)
   plot_dir = out / "plots"
   plot_dir.mkdir(parents=True, exist_ok=True)
   summary = result.to_dict()
+  if compare is not None:
+    summary["headline"] = result.compare(*compare)
   entries = summary["entries"]
   plots: dict[str, dict[str, str]] = {}   # section -> {caption: relative path}
 
@@ -414,6 +421,8 @@ def write_report(out_dir: str | os.PathLike, result: SuiteResult,
   lines = [f"# {title}", "",
            f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} in "
            f"{summary['seconds']:.0f} s.", ""]
+  if "headline" in summary:
+    lines += _headline_section(summary["headline"])
   if summary["embeddings"]:
     lines += ["| embedding set | path | windows | recordings | subjects | checkpoint | step |",
               "|---|---|---|---|---|---|---|"]
@@ -481,6 +490,31 @@ def write_report(out_dir: str | os.PathLike, result: SuiteResult,
   json_path.write_text(json.dumps(_jsonable(summary), indent=1, allow_nan=False))
   return {"markdown": md_path, "json": json_path,
           **{f"plot:{rel}": out / rel for sec in plots.values() for rel in sec.values()}}
+
+
+def _headline_section(h: dict[str, Any]) -> list[str]:
+  """Pretrained vs control per task, and retrieval against chance."""
+  src, ctl = h["source"], h["control"]
+  lines = ["## Headline", "", f"`{src}` against the control `{ctl}` (the same encoders with "
+           "random weights), full labels:", "",
+           f"| task | {src} macro AUROC (95 % CI) | {ctl} | difference | {src} AUPRC | {ctl} "
+           "AUPRC |", "|---|---|---|---|---|---|"]
+  for task, t in h["tasks"].items():
+    a, b = t[src], t[ctl]
+    if a is None or b is None:
+      continue
+    lo, hi = a["auroc_ci"]
+    ci = f" ({lo:.3f}–{hi:.3f})" if lo is not None else ""
+    lines.append(f"| {task} | {a['auroc']:.3f}{ci} | {b['auroc']:.3f} | "
+                 f"{t['auroc_difference']:+.3f} | {a['auprc']:.3f} | {b['auprc']:.3f} |")
+  lines += ["", f"Cross-modal retrieval, recall@10 against chance (`{src}`; `{ctl}` in brackets):",
+            "", "| direction | candidates | recall@10 | chance | × chance |", "|---|---|---|---|---|"]
+  for d, r in h["retrieval"][src].items():
+    c = h["retrieval"].get(ctl, {}).get(d)
+    extra = f" ({c['recall@10']:.3f})" if c else ""
+    lines.append(f"| {d} | {r['n_candidates']} | {r['recall@10']:.3f}{extra} | "
+                 f"{r['chance@10']:.4f} | {r['x_chance']:.1f}× |")
+  return lines + [""]
 
 
 def _jsonable(x):

@@ -98,6 +98,39 @@ class SuiteResult:
           return e
     return full[0]
 
+  def compare(self, source: str, control: str) -> dict[str, Any]:
+    """The headline of `source` against a `control` source (e.g. the untrained encoders).
+
+    Per task, both headline entries (full labels, `concat` if probed) with macro AUROC (95 % CI),
+    AUPRC and kappa, and the AUROC difference; per retrieval direction of `source` (and of the
+    control), recall@10, its chance level and their ratio; `min_x_chance` is the smallest ratio
+    over `source`'s directions.
+    """
+    def brief(e: Entry | None) -> dict[str, Any] | None:
+      if e is None:
+        return None
+      m = e.metrics
+      ci = m.get("ci", {}).get("auroc_macro") or {}
+      return {"feature": e.feature, "n_windows": len(e.predictions),
+              "auroc": m["auroc_macro"], "auroc_ci": [ci.get("lo"), ci.get("hi")],
+              "auprc": m["auprc_macro"], "kappa": m["kappa"]}
+
+    tasks = {}
+    for task in dict.fromkeys(e.task for e in self.entries):
+      a, b = brief(self.headline(source, task)), brief(self.headline(control, task))
+      tasks[task] = {source: a, control: b,
+                     "auroc_difference": None if a is None or b is None else
+                     a["auroc"] - b["auroc"]}
+    retrieval = {}
+    for name in (source, control):
+      retrieval[name] = {d: {"recall@10": r["recall@10"], "chance@10": r["chance@10"],
+                             "x_chance": r["recall@10"] / r["chance@10"],
+                             "n_candidates": r["n_candidates"]}
+                         for d, r in self.retrieval.get(name, {}).items() if "skipped" not in r}
+    ratios = [r["x_chance"] for r in retrieval[source].values()]
+    return {"source": source, "control": control, "tasks": tasks, "retrieval": retrieval,
+            "min_x_chance": min(ratios) if ratios else None}
+
   def to_dict(self) -> dict[str, Any]:
     return {"config": self.config.to_dict(), "entries": [e.summary() for e in self.entries],
             "skipped": self.skipped, "retrieval": self.retrieval,
