@@ -35,6 +35,12 @@ _LABEL_SUBJECTS = flags.DEFINE_list(
     "SYNTHETIC label budgets: labelled subjects per outer fold (0 = all).")
 _FRACTIONS = flags.DEFINE_list("label_fractions", [f"{f:g}" for f in _DEFAULT.label_fractions],
                                "SC4001 label budgets: fractions of each fold's labels.")
+_CNN_SUBJECTS = flags.DEFINE_list(
+    "cnn_label_subjects", [], "SYNTHETIC: the CNN's label budgets, a subset of --label_subjects "
+    "(default: all of them).")
+_CNN_FRACTIONS = flags.DEFINE_list(
+    "cnn_label_fractions", [], "SC4001: the CNN's label budgets, a subset of --label_fractions "
+    "(default: all of them).")
 _FOLDS = flags.DEFINE_integer("outer_folds", _DEFAULT.outer_folds, "Outer folds.")
 _CNN = flags.DEFINE_bool("cnn", _DEFAULT.cnn, "Train the end-to-end CNN baseline.")
 _SPECTRAL = flags.DEFINE_bool("spectral", _DEFAULT.spectral, "Run the spectral baseline.")
@@ -54,7 +60,8 @@ def main(argv):
       sample_rate=_RATE.value, subjects=_SUBJECTS.value, hours=_HOURS.value, steps=_STEPS.value,
       modes=tuple(_MODES.value), label_subjects=tuple(int(k) for k in _LABEL_SUBJECTS.value),
       label_fractions=tuple(float(f) for f in _FRACTIONS.value), outer_folds=_FOLDS.value,
-      cnn=_CNN.value, spectral=_SPECTRAL.value, uncoupled_control=_CONTROL.value,
+      cnn=_CNN.value, cnn_label_subjects=tuple(int(k) for k in _CNN_SUBJECTS.value),
+      cnn_label_fractions=tuple(float(f) for f in _CNN_FRACTIONS.value), spectral=_SPECTRAL.value, uncoupled_control=_CONTROL.value,
       sleepedf_dir=_SLEEPEDF.value or str(_REPO.parent / "shared" / "data" / "psg-real" /
                                           "sleep-edfx" / "sleep-cassette"))
   t0 = time.time()

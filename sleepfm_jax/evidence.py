@@ -61,6 +61,10 @@ class Settings:
   retrieval_candidates: int = 1000
   cnn: bool = True
   cnn_epochs: float = 2.0  # the CNN's cap: max(min_steps, epochs x windows / batch) per fold
+  # The CNN's label budgets, when fewer than the probes' (it trains once per budget, fold and
+  # task: the costliest unit on a CPU); empty = the same as the probes'.
+  cnn_label_subjects: tuple[int, ...] = ()  # synthetic
+  cnn_label_fractions: tuple[float, ...] = ()  # sleepedf
   spectral: bool = True
   sleepedf_dir: str = ""
   pretrain_fraction: float = 0.5  # sleepedf: share of the night's time blocks pretraining sees
@@ -233,6 +237,16 @@ def budgets(s: Settings, train_subjects: int | None = None) -> list[Budget]:
   return out
 
 
+def cnn_budgets(s: Settings, budget_list: Sequence[Budget]) -> list[Budget]:
+  """The probes' label budgets that the CNN is also trained on (`cnn_label_subjects`,
+  `cnn_label_fractions`; all of them when those are empty)."""
+  if s.dataset == "sleepedf":
+    keep = s.cnn_label_fractions
+    return [b for b in budget_list if not keep or b.fraction in keep]
+  keep = s.cnn_label_subjects
+  return [b for b in budget_list if not keep or b.subjects in keep]
+
+
 def probe_rows(es: emb_format.EmbeddingSet, source: str, seed: int, s: Settings,
                tasks: Sequence[str], budget_list: Sequence[Budget]) -> list[dict]:
   rows = []
@@ -394,7 +408,7 @@ def _baselines(cache: pathlib.Path, store_path: str, recordings, windows, channe
     for task in tasks:
       log(f"[seed {seed}] end-to-end CNN, {task}")
       res = _json(cache / f"cnn_{task}.json", lambda task=task: cnn_rows(
-          store, table, seed, s, task, blist, log=log))
+          store, table, seed, s, task, cnn_budgets(s, blist), log=log))
       rows += res["rows"]
       for b in res["budget"]:
         out["budget"].append({"source": "cnn", "what": f"CNN {b['task']} {b['labels']} "

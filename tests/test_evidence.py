@@ -94,3 +94,13 @@ def test_synthetic_experiment_end_to_end_is_cached_and_renders(tmp_path):
                           "<!-- /results -->\n<!-- results: x retrieval -->\n<!-- /results -->",
                           tmp_path / "r")
   assert "| loo | concat |" in md and "| loo − untrained |" in md and "bas->ecg" in md
+
+
+def test_the_cnn_trains_on_the_chosen_subset_of_the_probes_budgets():
+  s = evidence.Settings(label_subjects=(1, 2, 4, 0), cnn_label_subjects=(1, 2, 0))
+  blist = evidence.budgets(s, train_subjects=16)
+  assert [b.name for b in evidence.cnn_budgets(s, blist)] == ["1 subject", "2 subjects",
+                                                                "all (16)"]
+  assert evidence.cnn_budgets(evidence.Settings(label_subjects=(1, 0)), blist) == blist
+  e = evidence.Settings(dataset="sleepedf", label_fractions=(0.1, 1.0), cnn_label_fractions=(1.0,))
+  assert [b.name for b in evidence.cnn_budgets(e, evidence.budgets(e))] == ["100 %"]
