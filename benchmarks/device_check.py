@@ -16,10 +16,12 @@ On whatever `jax.devices()` is (GPU, TPU or CPU), in this order:
    shortened to fit (its planned and actual lengths are in the JSON).
 
 A failing part (e.g. out of device memory at one batch size) is recorded as an "error" and the
-check goes on. Compilation times are cold: the persistent compilation cache is off unless
---compilation_cache names a folder.
+check goes on; so is a benchmark entry that would start less than `RESERVE_S` before the time
+limit (batch sizes run smallest first, both dtypes each). Compilation times are cold: the
+persistent compilation cache is off unless --compilation_cache names a folder.
 
-On an H100/H200-class GPU (about 8 minutes):
+On one GPU or TPU (not yet run on one): the benchmarks first, then the pretraining gets what
+they leave of --time_limit_s=460, up to --duration_s=300, so that the check ends within 8 minutes:
 
   python benchmarks/device_check.py
 
@@ -102,6 +104,11 @@ NOMINAL_PEAK_GFLOP_PER_S = (
 )
 
 
+# Seconds of --time_limit_s kept for the pretraining's data, compilation and shortest run: a
+# benchmark entry (or PyTorch batch size) that would start later is skipped.
+RESERVE_S = 120.0
+
+
 def _say(text: str) -> None:
   print(f"[device_check {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
@@ -160,7 +167,8 @@ def torch_device(backend: str) -> tuple[str | None, str | None]:
 
 
 def compare_with_torch(batches, jax_f32: dict[str, Any], backend: str, model: dict | None,
-                       samples: int, rounds: int, warmup: int, export_rounds: int) -> dict:
+                       samples: int, rounds: int, warmup: int, export_rounds: int,
+                       deadline: float) -> dict:
   """Part 4: PyTorch's float32 step and forward at each batch size, against JAX's float32."""
   device, reason = torch_device(backend)
   if device is None:
@@ -182,6 +190,9 @@ def compare_with_torch(batches, jax_f32: dict[str, Any], backend: str, model: di
     out["threads"] = torch.get_num_threads()
   for batch in batches:
     key = f"batch_{batch}"
+    if time.time() > deadline - RESERVE_S:
+      out["results"][key] = {"error": "skipped: too close to --time_limit_s"}
+      continue
     try:
       tstep = compare_torch.TorchPaperStep(batch, samples=samples, device=device, model=model)
       entry = {"step": common.time_calls(tstep, batch, rounds, warmup)}
@@ -327,18 +338,23 @@ def main(argv):
                                  _PEAK_ROUNDS.value, _BANDWIDTH_GIB.value, host["device_kind"])
 
   # -- 2. the trainer's step and the exporter's forward; 3. their roofline fractions --
-  result["train_step"], result["roofline"] = {}, {}
-  for dtype in _DTYPES.value:
-    result["train_step"][dtype], result["roofline"][dtype] = {}, {}
-    for batch in batches:
+  # Batch-major, so that a time limit reached early still leaves both dtypes at small batches.
+  result["train_step"] = {dtype: {} for dtype in _DTYPES.value}
+  result["roofline"] = {dtype: {} for dtype in _DTYPES.value}
+  for batch in batches:
+    for dtype in _DTYPES.value:
       key = f"batch_{batch}"
-      try:
-        entry = train_step.measure(batch, dtype, _STEPS.value, _WARMUP.value,
-                                   _EXPORT_ROUNDS.value, preset=preset, samples=_SAMPLES.value,
-                                   with_cost=True)
-      except Exception as e:  # pylint: disable=broad-except  # e.g. out of device memory
-        entry = _error(e)
-        jax.clear_caches()
+      if time.time() > deadline - RESERVE_S:
+        entry = {"error": f"skipped: fewer than {RESERVE_S:.0f} s left before --time_limit_s "
+                          "(kept for the pretraining)"}
+      else:
+        try:
+          entry = train_step.measure(batch, dtype, _STEPS.value, _WARMUP.value,
+                                     _EXPORT_ROUNDS.value, preset=preset, samples=_SAMPLES.value,
+                                     with_cost=True)
+        except Exception as e:  # pylint: disable=broad-except  # e.g. out of device memory
+          entry = _error(e)
+          jax.clear_caches()
       result["train_step"][dtype][key] = entry
       if "error" in entry:
         _say(f"{dtype} batch {batch}: {entry['error']}")
@@ -363,7 +379,7 @@ def main(argv):
                "embed_dim": m.embed_dim}
     result["torch"] = compare_with_torch(
         batches, result["train_step"].get("float32", {}), host["backend"], model,
-        _SAMPLES.value, _STEPS.value, _WARMUP.value, _EXPORT_ROUNDS.value)
+        _SAMPLES.value, _STEPS.value, _WARMUP.value, _EXPORT_ROUNDS.value, deadline)
   if result["torch"]["status"] == "skipped":
     _say(f"torch skipped: {result['torch']['reason']}")
   common.write_json(result, out)
