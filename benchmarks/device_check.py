@@ -301,6 +301,78 @@ def pretrain(root: pathlib.Path, *, preset: str, batch: int, duration_s: float, 
   return out
 
 
+def benchmark_steps(result: dict[str, Any], batches, preset: str, deadline: float,
+                    out: str) -> None:
+  """Parts 2 and 3 into `result["train_step"]` and `result["roofline"]`: `train_step.measure` per
+  batch size and dtype (batch-major, so that a time limit reached early still leaves both dtypes
+  at the small batches) against `result["peak"]`; `result` is rewritten to `out` after every
+  entry, so that what is done survives a crash."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  peak = result["peak"]
+
+  steps = result["train_step"] = {dtype: {} for dtype in _DTYPES.value}
+  roofs = result["roofline"] = {dtype: {} for dtype in _DTYPES.value}
+  for batch in batches:
+    for dtype in _DTYPES.value:
+      key = f"batch_{batch}"
+      if time.time() > deadline - RESERVE_S:
+        entry = {"error": f"skipped: fewer than {RESERVE_S:.0f} s left before --time_limit_s "
+                          "(kept for the pretraining)"}
+      else:
+        try:
+          entry = train_step.measure(batch, dtype, _STEPS.value, _WARMUP.value,
+                                     _EXPORT_ROUNDS.value, preset=preset, samples=_SAMPLES.value,
+                                     with_cost=True)
+        except Exception as e:  # pylint: disable=broad-except  # e.g. out of device memory
+          entry = _error(e)
+          jax.clear_caches()
+      steps[dtype][key] = entry
+      if "error" in entry:
+        _say(f"{dtype} batch {batch}: {entry['error']}")
+        continue
+      roof = {p: roofline_entry(entry[p], peak[dtype], peak["stream_gb_per_s"])
+              for p in ("step", "export") if p in entry}
+      roofs[dtype][key] = roof
+      _say(f"{dtype} batch {batch}: step {entry['step']['samples_per_s']} samples/s (compile "
+           f"{entry['compile_s']} s, {roof['step']['fraction_of_peak']:.3g} of peak)"
+           + (f", export {entry['export']['samples_per_s']} samples/s "
+              f"({roof['export']['fraction_of_peak']:.3g} of peak)" if "export" in roof else ""))
+      common.write_json(result, out)
+
+
+def _torch_model(preset: str) -> dict[str, Any]:
+  """`build_effnet` arguments of the preset's encoder (the tiny one of `--quick`)."""
+  m = common.paper_config(preset=preset).model
+  return {"widths": tuple(m.widths), "depths": tuple(m.depths), "head_width": m.head_width,
+          "embed_dim": m.embed_dim}
+
+
+def pretrain_part(f32: dict[str, Any], preset: str, deadline: float) -> dict[str, Any]:
+  """Part 5 with its speed estimate from the float32 benchmark entries `f32`, in --workdir or a
+  temporary folder (removed after); a failure is returned as an "error"."""
+  ok = {int(k.split("_")[1]): v for k, v in f32.items() if "step" in v}
+  estimate = None
+  if ok:
+    b = min(ok, key=lambda b: abs(b - _PRETRAIN_BATCH.value))
+    estimate = {"batch": b, "samples_per_s": ok[b]["step"]["samples_per_s"],
+                "setup_s": ok[b]["init_s"] + ok[b]["lower_s"] + ok[b]["compile_s"]}
+  root = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="device_check_"))
+  try:
+    p = pretrain(root, preset=preset, batch=_PRETRAIN_BATCH.value, duration_s=_DURATION_S.value,
+                 min_steps=_MIN_STEPS.value, deadline=deadline, estimate=estimate,
+                 loader_workers=_LOADER_WORKERS.value)
+    _say(f"pretraining: {p['final_step']} steps in {p['wall_s']} s, {p['samples_per_s']} "
+         f"samples/s, loss {p['loss_first']} -> {p['loss_last']}")
+  except Exception as e:  # pylint: disable=broad-except
+    p = _error(e)
+    _say(f"pretraining failed: {p['error']}")
+  finally:
+    if not _WORKDIR.value:
+      shutil.rmtree(root, ignore_errors=True)
+  return p
+
+
 def device_name(host: dict[str, Any]) -> str:
   kind = host["backend"] if host["backend"] == "cpu" else host["device_kind"]
   return re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_")
@@ -338,75 +410,20 @@ def main(argv):
                                  _PEAK_ROUNDS.value, _BANDWIDTH_GIB.value, host["device_kind"])
 
   # -- 2. the trainer's step and the exporter's forward; 3. their roofline fractions --
-  # Batch-major, so that a time limit reached early still leaves both dtypes at small batches.
-  result["train_step"] = {dtype: {} for dtype in _DTYPES.value}
-  result["roofline"] = {dtype: {} for dtype in _DTYPES.value}
-  for batch in batches:
-    for dtype in _DTYPES.value:
-      key = f"batch_{batch}"
-      if time.time() > deadline - RESERVE_S:
-        entry = {"error": f"skipped: fewer than {RESERVE_S:.0f} s left before --time_limit_s "
-                          "(kept for the pretraining)"}
-      else:
-        try:
-          entry = train_step.measure(batch, dtype, _STEPS.value, _WARMUP.value,
-                                     _EXPORT_ROUNDS.value, preset=preset, samples=_SAMPLES.value,
-                                     with_cost=True)
-        except Exception as e:  # pylint: disable=broad-except  # e.g. out of device memory
-          entry = _error(e)
-          jax.clear_caches()
-      result["train_step"][dtype][key] = entry
-      if "error" in entry:
-        _say(f"{dtype} batch {batch}: {entry['error']}")
-        continue
-      roof = {p: roofline_entry(entry[p], result["peak"][dtype], result["peak"]["stream_gb_per_s"])
-              for p in ("step", "export") if p in entry}
-      result["roofline"][dtype][key] = roof
-      _say(f"{dtype} batch {batch}: step {entry['step']['samples_per_s']} samples/s (compile "
-           f"{entry['compile_s']} s, {roof['step']['fraction_of_peak']:.3g} of peak)"
-           + (f", export {entry['export']['samples_per_s']} samples/s "
-              f"({roof['export']['fraction_of_peak']:.3g} of peak)" if "export" in roof else ""))
-      common.write_json(result, out)  # what is done survives a later crash
-
+  benchmark_steps(result, batches, preset, deadline, out)
   # -- 4. PyTorch on the same device --
   if _TORCH.value == "off":
     result["torch"] = {"status": "skipped", "reason": "--torch=off"}
   else:
-    model = None
-    if _QUICK.value:
-      m = common.paper_config(preset=preset).model
-      model = {"widths": tuple(m.widths), "depths": tuple(m.depths), "head_width": m.head_width,
-               "embed_dim": m.embed_dim}
     result["torch"] = compare_with_torch(
-        batches, result["train_step"].get("float32", {}), host["backend"], model,
-        _SAMPLES.value, _STEPS.value, _WARMUP.value, _EXPORT_ROUNDS.value, deadline)
+        batches, result["train_step"].get("float32", {}), host["backend"],
+        _torch_model(preset) if _QUICK.value else None, _SAMPLES.value, _STEPS.value,
+        _WARMUP.value, _EXPORT_ROUNDS.value, deadline)
   if result["torch"]["status"] == "skipped":
     _say(f"torch skipped: {result['torch']['reason']}")
   common.write_json(result, out)
-
   # -- 5. pretraining on SYNTHETIC data --
-  f32 = result["train_step"].get("float32", {})
-  ok = {int(k.split("_")[1]): v for k, v in f32.items() if "step" in v}
-  estimate = None
-  if ok:
-    b = min(ok, key=lambda b: abs(b - _PRETRAIN_BATCH.value))
-    estimate = {"batch": b, "samples_per_s": ok[b]["step"]["samples_per_s"],
-                "setup_s": ok[b]["init_s"] + ok[b]["lower_s"] + ok[b]["compile_s"]}
-  root = pathlib.Path(_WORKDIR.value or tempfile.mkdtemp(prefix="device_check_"))
-  try:
-    result["pretrain"] = pretrain(root, preset=preset, batch=_PRETRAIN_BATCH.value,
-                                  duration_s=_DURATION_S.value, min_steps=_MIN_STEPS.value,
-                                  deadline=deadline, estimate=estimate,
-                                  loader_workers=_LOADER_WORKERS.value)
-    p = result["pretrain"]
-    _say(f"pretraining: {p['final_step']} steps in {p['wall_s']} s, {p['samples_per_s']} "
-         f"samples/s, loss {p['loss_first']} -> {p['loss_last']}")
-  except Exception as e:  # pylint: disable=broad-except
-    result["pretrain"] = _error(e)
-    _say(f"pretraining failed: {result['pretrain']['error']}")
-  finally:
-    if not _WORKDIR.value:
-      shutil.rmtree(root, ignore_errors=True)
+  result["pretrain"] = pretrain_part(result["train_step"].get("float32", {}), preset, deadline)
 
   result["summary"] = summarise_result(result)
   result["wall_s"] = round(time.time() - started, 1)
