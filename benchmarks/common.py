@@ -158,10 +158,15 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def summarise(times: list[float], batch: int) -> dict[str, Any]:
+  """Median, minimum and every time (4 significant digits: accelerator calls take milliseconds)
+  and samples/s of the median."""
   med = statistics.median(times)
-  return {"median_s": round(med, 4), "min_s": round(min(times), 4),
-          "all_s": [round(t, 4) for t in times], "samples_per_s": round(batch / med, 2),
-          "rounds": len(times)}
+  return {"median_s": _sig(med), "min_s": _sig(min(times)), "all_s": [_sig(t) for t in times],
+          "samples_per_s": round(batch / med, 2), "rounds": len(times)}
+
+
+def _sig(x: float) -> float:
+  return float(f"{x:.4g}")
 
 
 def paper_inputs(batch: int, samples: int = PAPER_SAMPLES, seed: int = 0,
@@ -172,11 +177,35 @@ def paper_inputs(batch: int, samples: int = PAPER_SAMPLES, seed: int = 0,
           for m, c in channels.items()}
 
 
-def paper_config(dtype: str = "float32", chunk_rows: int | None = None):
-  """The `paper` pretraining preset with the compute dtype (and loss chunking) overridden."""
+def time_calls(fn: Callable[[], Any], batch: int, rounds: int, warmup: int = 0) -> dict[str, Any]:
+  """`summarise` of `rounds` timed calls of `fn()` after `warmup` untimed ones, with the peak host
+  RSS during the timed calls (`RssSampler`)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  with RssSampler() as rss:
+    for _ in range(rounds):
+      times.append(timed(fn))
+  out = summarise(times, batch)
+  out["host_rss"] = rss.result()
+  return out
+
+
+def xla_cost(compiled) -> dict[str, float]:
+  """XLA's FLOPs and bytes accessed of a compiled program (`compiled.cost_analysis()`), in G."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+    analysis = analysis[0] if analysis else {}
+  return {"gflop": float(f"{analysis.get('flops', 0.0) / 1e9:.4g}"),
+          "gb_accessed": float(f"{analysis.get('bytes accessed', 0.0) / 1e9:.4g}")}
+
+
+def paper_config(dtype: str = "float32", chunk_rows: int | None = None, preset: str = "paper"):
+  """The `paper` pretraining preset (or `preset`, e.g. "paper,quick": the tiny encoder) with the
+  compute dtype (and loss chunking) overridden."""
   from sleepfm_jax.configs import pretrain as pretrain_configs  # pylint: disable=C0415
 
-  config = pretrain_configs.get_config("paper")
+  config = pretrain_configs.get_config(preset)
   config.model.dtype = dtype
   if chunk_rows is not None:
     config.loss.chunk_rows = chunk_rows

@@ -32,21 +32,28 @@ from common import PAPER_CHANNELS, PAPER_SAMPLES, RssSampler, summarise, timed
 
 
 class TorchPaperStep:
-  """The original's pretraining step in PyTorch: 3 encoders, LOO loss, backward, SGD momentum."""
+  """The original's pretraining step in PyTorch: 3 encoders, LOO loss, backward, SGD momentum.
+
+  `device`: a torch device ("cpu", "cuda"); `model`: `torch_reference.build_effnet` keyword
+  arguments (widths, depths, head_width, embed_dim) for a smaller encoder than the paper's.
+  """
 
   def __init__(self, batch: int, samples: int = PAPER_SAMPLES,
-               channels: Mapping[str, int] = PAPER_CHANNELS, lr: float = 1e-3, seed: int = 0):
+               channels: Mapping[str, int] = PAPER_CHANNELS, lr: float = 1e-3, seed: int = 0,
+               device: str = "cpu", model: Mapping[str, object] | None = None):
     from sleepfm_jax.training import torch_reference  # pylint: disable=import-outside-toplevel
 
     torch = torch_reference.import_torch()
     self.torch = torch
+    self.device = torch.device(device)
     torch.manual_seed(seed)
-    self.encoders = {m: torch_reference.build_effnet(c) for m, c in channels.items()}
-    self.temperature = torch.nn.Parameter(torch.as_tensor(0.0))
+    self.encoders = {m: torch_reference.build_effnet(c, **(model or {})).to(self.device)
+                     for m, c in channels.items()}
+    self.temperature = torch.nn.Parameter(torch.as_tensor(0.0, device=self.device))
     params = [p for e in self.encoders.values() for p in e.parameters()] + [self.temperature]
     self.optim = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=0.0)
     host = common.paper_inputs(batch, samples, seed, channels)
-    self.inputs = {m: torch.from_numpy(x) for m, x in host.items()}
+    self.inputs = {m: torch.from_numpy(x).to(self.device) for m, x in host.items()}
     self.host = host
     self.last_loss = None
 
@@ -62,7 +69,7 @@ class TorchPaperStep:
     for i in range(n):
       others = torch.stack([embs[j] for j in range(n) if j != i]).sum(0) / (n - 1)
       logits = embs[i] @ others.T * torch.exp(self.temperature)
-      labels = torch.arange(logits.shape[0])
+      labels = torch.arange(logits.shape[0], device=logits.device)
       total = total + f.cross_entropy(logits, labels, reduction="sum")
       total = total + f.cross_entropy(logits.T, labels, reduction="sum")
       with torch.no_grad():  # the original's retrieval accuracies
@@ -89,7 +96,7 @@ class TorchPaperStep:
     with torch.inference_mode():
       for m, e in self.encoders.items():
         e.eval()
-        out[m] = e(torch.from_numpy(self.host[m])).numpy()
+        out[m] = e(torch.from_numpy(self.host[m]).to(self.device)).cpu().numpy()
     return out
 
 

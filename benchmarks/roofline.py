@@ -16,9 +16,11 @@ Measures, with JAX on `jax.devices()[0]` (float32):
 from __future__ import annotations
 
 import argparse
+import statistics
+from typing import Any
 
 import common
-from common import summarise, timed
+from common import timed
 
 
 def best_of(fn, rounds: int) -> float:
@@ -26,15 +28,22 @@ def best_of(fn, rounds: int) -> float:
   return min(timed(fn) for _ in range(rounds))
 
 
-def matmul_rate(m: int, k: int, n: int, rounds: int) -> float:
+def matmul_rate(m: int, k: int, n: int, rounds: int, dtype: str = "float32") -> float:
+  """GFLOP/s of the best of `rounds` jitted `[m, k] @ [k, n]` products in `dtype`."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  a = jnp.full((m, k), 0.5, jnp.float32)
-  b = jnp.full((k, n), 0.5, jnp.float32)
+  a = jnp.full((m, k), 0.5, dtype)
+  b = jnp.full((k, n), 0.5, dtype)
   f = jax.jit(lambda a, b: a @ b)
   s = best_of(lambda: f(a, b).block_until_ready(), rounds)
   return 2.0 * m * k * n / s / 1e9
+
+
+def peak_matmul(sizes, rounds: int, dtype: str = "float32") -> tuple[float, dict[int, float]]:
+  """The best rate of square products of the given sizes (GFLOP/s), and the rate per size."""
+  square = {n: round(matmul_rate(n, n, n, rounds, dtype), 1) for n in sizes}
+  return max(square.values()), square
 
 
 def stream_bandwidth(gib: float, rounds: int) -> float:
@@ -47,17 +56,27 @@ def stream_bandwidth(gib: float, rounds: int) -> float:
   return 2.0 * x.nbytes / s / 1e9
 
 
-def cost(compiled) -> dict[str, float]:
-  analysis = compiled.cost_analysis()
-  return {"gflop": round(analysis.get("flops", 0.0) / 1e9, 2),
-          "gb_accessed": round(analysis.get("bytes accessed", 0.0) / 1e9, 2)}
+def _sig(x: float) -> float:
+  """`x` to 4 significant digits (floors and times span microseconds to seconds)."""
+  return float(f"{x:.4g}")
 
 
 def floors(c: dict[str, float], peak: float, bandwidth: float) -> dict[str, float]:
   compute = c["gflop"] / peak
   memory = c["gb_accessed"] / bandwidth
-  return {"compute_floor_s": round(compute, 3), "memory_floor_s": round(memory, 3),
-          "floor_s": round(max(compute, memory), 3), "sum_s": round(compute + memory, 3)}
+  return {"compute_floor_s": _sig(compute), "memory_floor_s": _sig(memory),
+          "floor_s": _sig(max(compute, memory)), "sum_s": _sig(compute + memory)}
+
+
+def stand(c: dict[str, float], times: list[float], peak: float,
+          bandwidth: float) -> dict[str, Any]:
+  """Where a program with XLA cost `c` (`common.xla_cost`) and measured `times` stands against a
+  peak rate (GFLOP/s) and a bandwidth (GB/s): floors, achieved rate and fraction of the peak."""
+  med = statistics.median(times)
+  return {**c, **floors(c, peak, bandwidth), "measured_median_s": _sig(med),
+          "measured_all_s": [_sig(t) for t in times],
+          "achieved_gflop_per_s": _sig(c["gflop"] / med),
+          "fraction_of_peak": _sig(c["gflop"] / med / peak)}
 
 
 def main():
@@ -68,8 +87,7 @@ def main():
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
 
-  square = {n: round(matmul_rate(n, n, n, args.rounds), 1) for n in (2048, 4096)}
-  peak = max(square.values())
+  peak, square = peak_matmul((2048, 4096), args.rounds)
   # [tokens, in] x [in, out] of 1x1 convolutions at batch 32: the first expand of the stem
   # output (32 -> 192 channels at 3840 samples) and a late-stage expand (192 -> 1152 at 60).
   shapes = {"expand_32x192_at_3840": (args.batch * 3840, 32, 192),
@@ -79,19 +97,12 @@ def main():
   bandwidth = round(stream_bandwidth(1.0, args.rounds), 1)
 
   step = common.JaxPaperStep(args.batch)
-  step_cost = cost(step.compiled)
+  step_cost = common.xla_cost(step.compiled)
   step()  # warm-up: the first run also allocates the executable's buffers
   step_s = [timed(step) for _ in range(args.step_rounds)]
   exp = common.JaxExport(step.model(), args.batch)  # its first call is the warm-up
-  export_cost = cost(exp.embedder.lower(exp.device_inputs()).compile())
+  export_cost = common.xla_cost(exp.embedder.lower(exp.device_inputs()).compile())
   export_s = [timed(exp) for _ in range(args.rounds)]
-
-  def stand(c, times):
-    med = summarise(times, args.batch)["median_s"]
-    f = floors(c, peak, bandwidth)
-    return {**c, **f, "measured_median_s": round(med, 3), "measured_all_s": times,
-            "achieved_gflop_per_s": round(c["gflop"] / med, 1),
-            "fraction_of_peak": round(c["gflop"] / med / peak, 3)}
 
   result = {
       "benchmark": "roofline",
@@ -100,7 +111,8 @@ def main():
       "host": common.host_info(), "batch": args.batch,
       "peak_matmul_gflop_per_s": peak, "square_matmul_gflop_per_s": square,
       "conv_shaped_matmul_gflop_per_s": conv_rates, "stream_gb_per_s": bandwidth,
-      "step": stand(step_cost, step_s), "export": stand(export_cost, export_s),
+      "step": stand(step_cost, step_s, peak, bandwidth),
+      "export": stand(export_cost, export_s, peak, bandwidth),
   }
   text = common.write_json(result, args.out)
   print(text)

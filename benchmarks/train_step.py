@@ -22,38 +22,45 @@ import argparse
 import time
 
 import common  # noqa: F401  (sets the host allocator before JAX starts)
-from common import RssSampler, summarise, timed
+from common import timed
 
 
-def measure(batch: int, dtype: str, steps: int, warmup: int, export_rounds: int) -> dict:
+def measure(batch: int, dtype: str, steps: int, warmup: int, export_rounds: int, *,
+            preset: str = "paper", samples: int = common.PAPER_SAMPLES, with_cost: bool = False
+            ) -> dict:
+  """One batch size: the step's compile, speed and memory, then (export_rounds > 0) the export's.
+
+  Args:
+    batch: global batch size.
+    dtype: compute dtype of the encoders ("float32" or "bfloat16").
+    steps: timed steps (median reported), after `warmup` untimed ones.
+    warmup: untimed steps first (the first also allocates the executable's buffers).
+    export_rounds: timed export calls (0: no export timing).
+    preset: the pretraining preset (`configs/pretrain.py`), e.g. "paper,quick" (tiny encoder).
+    samples: window length in samples (7680: 30 s at 256 Hz).
+    with_cost: add XLA's FLOPs and bytes of the compiled step and export forward (`xla_cost`;
+      the export forward is compiled once more for it).
+  """
   import jax  # pylint: disable=import-outside-toplevel
 
-  step = common.JaxPaperStep(batch, dtype=dtype)
+  step = common.JaxPaperStep(batch, samples=samples,
+                             config=common.paper_config(dtype, preset=preset))
   entry = {"init_s": round(step.init_s, 2), "lower_s": round(step.lower_s, 2),
            "compile_s": round(step.compile_s, 2),
            "xla_memory_analysis_mib": step.memory_analysis()}
-  first = timed(step)  # the first run of a compiled executable also allocates its buffers
-  for _ in range(max(warmup - 1, 0)):
-    step()
-  times = []
-  with RssSampler() as rss:
-    for _ in range(steps):
-      times.append(timed(step))
-  entry["first_step_s"] = round(first, 3)
-  entry["step"] = summarise(times, batch)
-  entry["step"]["host_rss"] = rss.result()
+  entry["first_step_s"] = round(timed(step), 3)  # the first run also allocates its buffers
+  entry["step"] = common.time_calls(step, batch, steps, max(warmup - 1, 0))
   entry["step"]["device_memory"] = common.device_memory_stats()
   entry["step"]["loss_last"] = float(step.metrics["loss"])
+  if with_cost:
+    entry["step"]["xla_cost"] = common.xla_cost(step.compiled)
   if export_rounds:
-    exp = common.JaxExport(step.model(), batch)
+    exp = common.JaxExport(step.model(), batch, samples=samples)
     entry["export_first_call_s"] = round(exp.first_call_s, 2)
-    exp()
-    times = []
-    with RssSampler() as rss:
-      for _ in range(export_rounds):
-        times.append(timed(exp))
-    entry["export"] = summarise(times, batch)
-    entry["export"]["host_rss"] = rss.result()
+    entry["export"] = common.time_calls(exp, batch, export_rounds, warmup=1)
+    if with_cost:
+      entry["export"]["xla_cost"] = common.xla_cost(
+          exp.embedder.lower(exp.device_inputs()).compile())
     del exp
   del step
   jax.clear_caches()
