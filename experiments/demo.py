@@ -17,8 +17,8 @@ r"""The main job end to end on the bundled default data (README, first command).
    headline is pretrained vs untrained and retrieval vs chance (`report.json`, "headline").
 
 Everything lands under --workdir; re-running reuses finished steps (delete the folder to start over).
-The settings are the package's `configs/demo.py`: the default is about 15 CPU-minutes of work
-(895 CPU-seconds measured on a 2-core AMD EPYC); --quick selects its quick variant (about 2
+The settings are the package's `configs/demo.py`: the default took 10 minutes on an idle 2-core
+AMD EPYC (895 CPU-seconds); --quick selects its quick variant (about 2
 minutes).
 """
 
