@@ -161,11 +161,12 @@ def summarise(times: list[float], batch: int) -> dict[str, Any]:
   """Median, minimum and every time (4 significant digits: accelerator calls take milliseconds)
   and samples/s of the median."""
   med = statistics.median(times)
-  return {"median_s": _sig(med), "min_s": _sig(min(times)), "all_s": [_sig(t) for t in times],
+  return {"median_s": sig(med), "min_s": sig(min(times)), "all_s": [sig(t) for t in times],
           "samples_per_s": round(batch / med, 2), "rounds": len(times)}
 
 
-def _sig(x: float) -> float:
+def sig(x: float) -> float:
+  """`x` to 4 significant digits (times, rates and floors span microseconds to seconds)."""
   return float(f"{x:.4g}")
 
 
@@ -194,10 +195,8 @@ def time_calls(fn: Callable[[], Any], batch: int, rounds: int, warmup: int = 0) 
 def xla_cost(compiled) -> dict[str, float]:
   """XLA's FLOPs and bytes accessed of a compiled program (`compiled.cost_analysis()`), in G."""
   analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
-    analysis = analysis[0] if analysis else {}
-  return {"gflop": float(f"{analysis.get('flops', 0.0) / 1e9:.4g}"),
-          "gb_accessed": float(f"{analysis.get('bytes accessed', 0.0) / 1e9:.4g}")}
+  return {"gflop": sig(analysis.get("flops", 0.0) / 1e9),
+          "gb_accessed": sig(analysis.get("bytes accessed", 0.0) / 1e9)}
 
 
 def paper_config(dtype: str = "float32", chunk_rows: int | None = None, preset: str = "paper"):

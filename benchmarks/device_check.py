@@ -143,7 +143,7 @@ def roofline_entry(part: dict[str, Any], peak: dict[str, Any], bandwidth: float)
   """Part 3 for one program: `roofline.stand` against the measured peak, and the nominal one."""
   out = roofline.stand(part["xla_cost"], part["all_s"], peak["peak_gflop_per_s"], bandwidth)
   nominal = peak.get("nominal_peak_gflop_per_s")
-  out["fraction_of_nominal_peak"] = (float(f"{out['achieved_gflop_per_s'] / nominal:.4g}")
+  out["fraction_of_nominal_peak"] = (common.sig(out["achieved_gflop_per_s"] / nominal)
                                      if nominal else None)
   return out
 
@@ -387,8 +387,6 @@ def main(argv):
   deadline = started + _TIME_LIMIT_S.value
   import jax  # pylint: disable=import-outside-toplevel
 
-  jax.config.update("jax_enable_compilation_cache",  # JAX also reads $JAX_COMPILATION_CACHE_DIR
-                    flags.FLAGS.compilation_cache.lower() != "none")
   preset = "paper,quick" if _QUICK.value else "paper"
   batches = [int(b) for b in _BATCHES.value]
   host = common.host_info()

@@ -20,7 +20,7 @@ import statistics
 from typing import Any
 
 import common
-from common import timed
+from common import sig, timed
 
 
 def best_of(fn, rounds: int) -> float:
@@ -56,16 +56,11 @@ def stream_bandwidth(gib: float, rounds: int) -> float:
   return 2.0 * x.nbytes / s / 1e9
 
 
-def _sig(x: float) -> float:
-  """`x` to 4 significant digits (floors and times span microseconds to seconds)."""
-  return float(f"{x:.4g}")
-
-
 def floors(c: dict[str, float], peak: float, bandwidth: float) -> dict[str, float]:
   compute = c["gflop"] / peak
   memory = c["gb_accessed"] / bandwidth
-  return {"compute_floor_s": _sig(compute), "memory_floor_s": _sig(memory),
-          "floor_s": _sig(max(compute, memory)), "sum_s": _sig(compute + memory)}
+  return {"compute_floor_s": sig(compute), "memory_floor_s": sig(memory),
+          "floor_s": sig(max(compute, memory)), "sum_s": sig(compute + memory)}
 
 
 def stand(c: dict[str, float], times: list[float], peak: float,
@@ -73,10 +68,10 @@ def stand(c: dict[str, float], times: list[float], peak: float,
   """Where a program with XLA cost `c` (`common.xla_cost`) and measured `times` stands against a
   peak rate (GFLOP/s) and a bandwidth (GB/s): floors, achieved rate and fraction of the peak."""
   med = statistics.median(times)
-  return {**c, **floors(c, peak, bandwidth), "measured_median_s": _sig(med),
-          "measured_all_s": [_sig(t) for t in times],
-          "achieved_gflop_per_s": _sig(c["gflop"] / med),
-          "fraction_of_peak": _sig(c["gflop"] / med / peak)}
+  return {**c, **floors(c, peak, bandwidth), "measured_median_s": sig(med),
+          "measured_all_s": [sig(t) for t in times],
+          "achieved_gflop_per_s": sig(c["gflop"] / med),
+          "fraction_of_peak": sig(c["gflop"] / med / peak)}
 
 
 def main():
