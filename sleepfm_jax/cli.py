@@ -242,6 +242,8 @@ def start(*, jax: bool = True) -> None:
     cache = os.environ.get(CACHE_ENV) or default_cache_dir()
   if cache.lower() != "none":
     jax_lib.config.update("jax_compilation_cache_dir", cache)
+  else:  # off even where JAX would find $JAX_COMPILATION_CACHE_DIR by itself
+    jax_lib.config.update("jax_enable_compilation_cache", False)
   if _value("cpu_devices"):
     jax_lib.config.update("jax_num_cpu_devices", _value("cpu_devices"))
   if "distributed" in FLAGS:

@@ -2,6 +2,7 @@
 flag names working, and the numpy-only ones never import jax."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -75,3 +76,21 @@ def test_other_clis_start_from_another_folder(tmp_path):
     proc = _run(script, "--helpshort", cwd=tmp_path, timeout=120)
     assert "Traceback" not in proc.stderr and "--" in proc.stdout + proc.stderr, (script,
                                                                                  proc.stderr)
+
+
+def test_compilation_cache_none_turns_it_off_even_with_jax_own_variable(tmp_path):
+  """`--compilation_cache=none` is off even where $JAX_COMPILATION_CACHE_DIR is set (JAX would
+  read it by itself); a folder turns it on there."""
+  script = ("import sys, jax; from absl import flags; from sleepfm_jax import cli\n"
+            "cli.define_compilation_cache_flag(); flags.FLAGS(sys.argv)\n"
+            "cli.start()\n"
+            "print(jax.config.jax_enable_compilation_cache, jax.config.jax_compilation_cache_dir)\n")
+  env = dict(os.environ, PYTHONPATH=str(REPO),
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "env_cache"))
+  for flag, expected in (("none", f"False {tmp_path / 'env_cache'}"),
+                         (str(tmp_path / "mine"), f"True {tmp_path / 'mine'}")):
+    proc = subprocess.run([sys.executable, "-c", script, f"--compilation_cache={flag}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected
