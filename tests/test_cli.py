@@ -84,7 +84,8 @@ def test_compilation_cache_none_turns_it_off_even_with_jax_own_variable(tmp_path
   script = ("import sys, jax; from absl import flags; from sleepfm_jax import cli\n"
             "cli.define_compilation_cache_flag(); flags.FLAGS(sys.argv)\n"
             "cli.start()\n"
-            "print(jax.config.jax_enable_compilation_cache, jax.config.jax_compilation_cache_dir)\n")
+            "c = jax.config\n"
+            "print(c.jax_enable_compilation_cache, c.jax_compilation_cache_dir)\n")
   env = dict(os.environ, PYTHONPATH=str(REPO),
              JAX_COMPILATION_CACHE_DIR=str(tmp_path / "env_cache"))
   for flag, expected in (("none", f"False {tmp_path / 'env_cache'}"),
