@@ -86,6 +86,9 @@ def encoder() -> ml_collections.ConfigDict:
   m.head_width = 1280
   m.dropout = 0.5
   m.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+  # "block": keep only each bottleneck's input for the backward pass and recompute the rest
+  # there (less memory, more compute; docs/performance.md "Memory"). "none": keep everything.
+  m.remat = "none"
   return m
 
 

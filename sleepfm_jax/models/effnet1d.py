@@ -332,7 +332,61 @@ def _call_block(block: nnx.Module, x: Array, train: bool) -> Array:
   return block(x, train=train)
 
 
-_call_block_remat = nnx.remat(_call_block, static_argnums=(2,))
+def _zero_cotangent(x: Array) -> Array:
+  if jnp.issubdtype(x.dtype, jnp.inexact):
+    return jnp.zeros_like(x)
+  return np.zeros(x.shape, jax.dtypes.float0)
+
+
+def _recompute_in_backward(fn):
+  """`fn(params, rest, x) -> (y, new_rest)` that keeps only its inputs for the backward pass.
+
+  The backward pass recomputes `fn` from the kept inputs, then back-propagates through it.
+  `jax.checkpoint` (`nnx.remat`) does the same but saved nothing on XLA:CPU: the compiler drops
+  its optimisation barriers before common-subexpression elimination, which merges the
+  recomputation with the forward pass, so the step's temporaries did not change
+  (docs/performance.md, "Memory"). Here the recomputed input is `x + 0 * dy[0]`: a different
+  expression (XLA does not fold `0 * a` for floats, since `a` could be NaN), which cannot run
+  before the backward pass reaches this block. A NaN or infinite `dy[0]` makes this block's
+  gradients NaN, as they would be anyway.
+
+  `rest` (BN running statistics, dropout key and counter) is not differentiated; the forward is
+  recomputed from the same `rest`, so dropout draws the same mask.
+  """
+
+  @jax.custom_vjp
+  def call(params, rest, x):
+    return fn(params, rest, x)
+
+  def fwd(params, rest, x):
+    return fn(params, rest, x), (params, rest, x)
+
+  def bwd(residuals, cotangents):
+    params, rest, x = residuals
+    dy = cotangents[0]
+    x = x + (dy.reshape(-1)[0] * 0).astype(x.dtype)  # see the docstring
+    _, vjp = jax.vjp(lambda p, v: fn(p, rest, v)[0], params, x)
+    dparams, dx = vjp(dy)
+    return dparams, jax.tree.map(_zero_cotangent, rest), dx
+
+  call.defvjp(fwd, bwd)
+  return call
+
+
+def _call_block_remat(block: nnx.Module, x: Array, train: bool) -> Array:
+  """`block(x)` whose activations are recomputed in the backward pass (`remat="block"`)."""
+  graphdef, params, rest = nnx.split(block, nnx.Param, ...)
+  params, params_def = jax.tree.flatten(params)
+  rest, rest_def = jax.tree.flatten(rest)
+
+  def pure(params, rest, x):  # arrays in, arrays out: NNX variables live inside one trace
+    module = nnx.merge(graphdef, params_def.unflatten(params), rest_def.unflatten(rest))
+    y = module(x, train=train)
+    return y, jax.tree.leaves(nnx.state(module, nnx.Not(nnx.Param)))
+
+  y, rest = _recompute_in_backward(pure)(params, rest, x)
+  nnx.update(block, rest_def.unflatten(rest))
+  return y
 
 
 class MBConv(nnx.Module):
@@ -387,6 +441,9 @@ class EffNet1D(nnx.Module):
     expansion: bottleneck expansion factor.
     dropout: dropout rate in the residual bottlenecks and before the final linear layer.
     pool_after: 0-based MBConv stage indices followed by the k=3/s=1 max-pool.
+    remat: "none" keeps every activation for the backward pass; "block" keeps only each
+      bottleneck's input and recomputes its activations in the backward pass (same gradients,
+      a fraction of the memory, about one more forward pass of compute).
     dtype: compute dtype (e.g. `jnp.bfloat16`); BN statistics are float32 regardless.
     param_dtype: parameter dtype.
     rngs: `nnx.Rngs` with a `params` stream and, for training, a `dropout` stream.
@@ -412,6 +469,8 @@ class EffNet1D(nnx.Module):
       raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     if len(depths) != len(widths) - 1:
       raise ValueError(f"need one depth per MBConv stage: widths={widths}, depths={depths}")
+    if remat not in ("none", "block"):
+      raise ValueError(f"remat must be 'none' or 'block', got {remat!r}")
     self.in_channels = in_channels
     self.widths = tuple(widths)
     self.depths = tuple(depths)
