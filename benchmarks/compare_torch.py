@@ -22,8 +22,9 @@ working memory one call adds, not the resident model); ratio = JAX samples/s / P
 from __future__ import annotations
 
 import argparse
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -35,20 +36,24 @@ class TorchPaperStep:
   """The original's pretraining step in PyTorch: 3 encoders, LOO loss, backward, SGD momentum.
 
   `device`: a torch device ("cpu", "cuda"); `model`: `torch_reference.build_effnet` keyword
-  arguments (widths, depths, head_width, embed_dim) for a smaller encoder than the paper's.
+  arguments (widths, depths, head_width, embed_dim) for a smaller encoder than the paper's;
+  `build`: `in_channels -> torch.nn.Module` instead (e.g. the original authors' own `EffNet`,
+  `benchmarks/memory.py`).
   """
 
   def __init__(self, batch: int, samples: int = PAPER_SAMPLES,
                channels: Mapping[str, int] = PAPER_CHANNELS, lr: float = 1e-3, seed: int = 0,
-               device: str = "cpu", model: Mapping[str, object] | None = None):
+               device: str = "cpu", model: Mapping[str, object] | None = None,
+               build: Callable[[int], object] | None = None):
     from sleepfm_jax.training import torch_reference  # pylint: disable=import-outside-toplevel
 
     torch = torch_reference.import_torch()
     self.torch = torch
     self.device = torch.device(device)
     torch.manual_seed(seed)
-    self.encoders = {m: torch_reference.build_effnet(c, **(model or {})).to(self.device)
-                     for m, c in channels.items()}
+    if build is None:  # this project's reference of the original architecture
+      build = functools.partial(torch_reference.build_effnet, **(model or {}))
+    self.encoders = {m: build(c).to(self.device) for m, c in channels.items()}
     self.temperature = torch.nn.Parameter(torch.as_tensor(0.0, device=self.device))
     params = [p for e in self.encoders.values() for p in e.parameters()] + [self.temperature]
     self.optim = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=0.0)
