@@ -46,6 +46,9 @@ _CNN = flags.DEFINE_bool("cnn", _DEFAULT.cnn, "Train the end-to-end CNN baseline
 _SPECTRAL = flags.DEFINE_bool("spectral", _DEFAULT.spectral, "Run the spectral baseline.")
 _CONTROL = flags.DEFINE_bool("uncoupled_control", _DEFAULT.uncoupled_control,
                              "SYNTHETIC: also pretrain on coupling='none' nights.")
+_DTYPE = flags.DEFINE_enum("dtype", _DEFAULT.dtype, ["float32", "bfloat16"],
+                           "Pretraining compute dtype (the bf16 comparison, docs/model.md).")
+_WIDTH = flags.DEFINE_float("width", _DEFAULT.width, "Scales the encoders' widths and head.")
 _SLEEPEDF = flags.DEFINE_string("sleepedf_dir", None, "Folder with SC4001E0-PSG.edf + hypnogram "
                                 "(default: ../shared/data/psg-real/sleep-edfx/sleep-cassette).")
 
@@ -61,7 +64,9 @@ def main(argv):
       modes=tuple(_MODES.value), label_subjects=tuple(int(k) for k in _LABEL_SUBJECTS.value),
       label_fractions=tuple(float(f) for f in _FRACTIONS.value), outer_folds=_FOLDS.value,
       cnn=_CNN.value, cnn_label_subjects=tuple(int(k) for k in _CNN_SUBJECTS.value),
-      cnn_label_fractions=tuple(float(f) for f in _CNN_FRACTIONS.value), spectral=_SPECTRAL.value, uncoupled_control=_CONTROL.value,
+      cnn_label_fractions=tuple(float(f) for f in _CNN_FRACTIONS.value),
+      spectral=_SPECTRAL.value, uncoupled_control=_CONTROL.value, dtype=_DTYPE.value,
+      width=_WIDTH.value,
       sleepedf_dir=_SLEEPEDF.value or str(_REPO.parent / "shared" / "data" / "psg-real" /
                                           "sleep-edfx" / "sleep-cassette"))
   t0 = time.time()

@@ -69,6 +69,8 @@ class Settings:
   sleepedf_dir: str = ""
   pretrain_fraction: float = 0.5  # sleepedf: share of the night's time blocks pretraining sees
   quick: bool = False  # tiny encoders (the `quick` preset option): smoke tests, not results
+  dtype: str = "float32"  # pretraining compute dtype (float32 or bfloat16): the bf16 comparison
+  width: float = 1.0  # scales the encoders' channel widths and head (e.g. 0.5: a cheaper model)
   progress: bool = True
 
   @property
@@ -146,6 +148,10 @@ def pretrain_config(s: Settings, store: str, mode: str, seed: int):
   from sleepfm_jax.configs import pretrain  # pylint: disable=import-outside-toplevel
 
   config = pretrain.get_config(f"{s.preset},steps={s.steps}" + (",quick" if s.quick else ""))
+  config.model.dtype = s.dtype
+  if s.width != 1.0:
+    config.model.widths = tuple(max(4, round(w * s.width)) for w in config.model.widths)
+    config.model.head_width = max(4, round(config.model.head_width * s.width))
   config.data.store = store
   config.loss.mode = mode
   config.seed = seed
