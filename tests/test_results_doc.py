@@ -63,3 +63,12 @@ def test_docs_results_md_matches_its_json_files():
       "docs/results.md is out of date with docs/results/*.json: run "
       "`python experiments/render_results.py`")
   assert "<!-- results:" in text  # the headline tables are generated, not typed
+
+
+def test_content_table_averages_feature_groups_over_seeds(tmp_path):
+  runs = {str(s): {"loo": {"bas": {"eeg_rel_delta": 0.4 + 0.1 * s, "eeg_log_power": 0.6 + 0.1 * s,
+                                   "ecg_hr_bpm": 0.0}}} for s in range(3)}
+  (tmp_path / "c.json").write_text(json.dumps({"seeds": runs}))
+  out = results_doc.render("<!-- results: c content -->\n<!-- /results -->", tmp_path)
+  assert "| source | embedding | eeg | ecg |" in out
+  assert "| loo | bas | 0.60 ± 0.10 | 0.00 ± 0.00 |" in out

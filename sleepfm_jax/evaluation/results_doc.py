@@ -22,6 +22,8 @@ Kinds (rows of the JSON: `metrics` for probes/baselines, `retrieval`, `budget`):
 * `retrieval [sources=a,b] [directions=x,y]`: recall@10 mean ± sd, its multiple of chance and the
   median rank, per source and direction.
 * `budget`: steps and wall time of each trained source.
+* `content [sources=a,b] [views=bas,resp]`: mean ± sd over seeds of each feature group's mean R²
+  (what an embedding encodes; `experiments/embedding_content.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import pathlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from sleepfm_jax.evaluation import seeds
 
@@ -146,8 +150,29 @@ def _budget_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
       f"\nMean ± sd over {n} seeds.\n")
 
 
+def _content_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
+  """Mean ± sd over seeds of each feature group's mean R² (`experiments/embedding_content.py`
+  outputs gathered as `{"seeds": {seed: {source: {view: {feature: r2}}}}}`)."""
+  per_seed = list(data["seeds"].values())
+  sources = _csv(opts.get("sources")) or list(per_seed[0])
+  views = _csv(opts.get("views")) or list(per_seed[0][sources[0]])
+  groups = list(dict.fromkeys(k.split("_", 1)[0] for k in per_seed[0][sources[0]][views[0]]))
+  body = []
+  for source in sources:
+    for view in views:
+      cells = []
+      for g in groups:
+        vals = [float(np.mean([v for k, v in run[source][view].items() if k.split("_", 1)[0] == g]))
+                for run in per_seed]
+        sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        cells.append(f"{np.mean(vals):.2f} ± {sd:.2f}")
+      body.append([source, view, *cells])
+  return _table(["source", "embedding", *groups], body) + (
+      f"\nMean ± sd over {len(per_seed)} seeds of each group's mean out-of-fold R².\n")
+
+
 _KINDS = {"metric": _metric_table, "paired": _paired_table, "retrieval": _retrieval_table,
-          "budget": _budget_table}
+          "budget": _budget_table, "content": _content_table}
 
 
 def render(markdown: str, results_dir: str | pathlib.Path) -> str:
