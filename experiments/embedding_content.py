@@ -46,17 +46,15 @@ def feature_table(run: str, es: emb_format.EmbeddingSet) -> tuple[np.ndarray, li
 def main(argv):
   del argv
   cli.start(jax=False)
-  sets = {}
-  for item in _EMB.value:
-    name, _, path = item.partition("=")
-    sets[name] = emb_format.load_embeddings(path)
+  paths = dict(item.partition("=")[::2] for item in _EMB.value)
+  sets = {name: emb_format.load_embeddings(path) for name, path in paths.items()}
   first = next(iter(sets.values()))
   for name, es in sets.items():
     if not (np.array_equal(es.recording_id, first.recording_id)
             and np.array_equal(es.epoch, first.epoch)):
       raise ValueError(f"embedding set {name!r} lists other windows than the first one")
   targets, names = feature_table(_RUN.value, first)
-  result = {"run": _RUN.value, "embeddings": dict(item.partition("=")[::2] for item in _EMB.value),
+  result = {"run": _RUN.value, "embeddings": paths,
             "windows": len(first), "folds": _FOLDS.value, "r2": {}}
   for name, es in sets.items():
     views = {m: (es.emb[m], es.present[m]) for m in es.emb}
@@ -67,11 +65,8 @@ def main(argv):
       r2 = content.recoverability(x[rows], targets[rows], es.subject_id[rows], names,
                                   folds=_FOLDS.value)
       result["r2"][name][view] = {k: round(v, 4) for k, v in r2.items()}
-      groups = {}
-      for k, v in r2.items():
-        groups.setdefault(k.split("_", 1)[0], []).append(v)
-      print(f"{name:>10} {view:>6}: " + "  ".join(f"{g} {np.mean(v):+.2f}"
-                                                 for g, v in groups.items()), flush=True)
+      print(f"{name:>10} {view:>6}: " + "  ".join(
+          f"{g} {v:+.2f}" for g, v in content.group_means(r2).items()), flush=True)
   if _OUT.value:
     pathlib.Path(_OUT.value).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(_OUT.value).write_text(json.dumps(result, indent=1) + "\n")

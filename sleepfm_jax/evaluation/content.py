@@ -11,7 +11,7 @@ kept, strengthened or discarded that piece of information.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn.linear_model import RidgeCV
@@ -51,9 +51,19 @@ def recoverability(x: np.ndarray, targets: np.ndarray, groups: np.ndarray,
   for fit, score in splitter.split(x, groups=groups):
     mu, sd = x[fit].mean(0), x[fit].std(0) + 1e-12
     t_mu, t_sd = targets[fit].mean(0), targets[fit].std(0) + 1e-12
-    model = RidgeCV(alphas=alphas, alpha_per_target=True).fit((x[fit] - mu) / sd, (targets[fit] - t_mu) / t_sd)
+    model = RidgeCV(alphas=alphas, alpha_per_target=True)
+    model.fit((x[fit] - mu) / sd, (targets[fit] - t_mu) / t_sd)
     pred[score] = model.predict((x[score] - mu) / sd) * t_sd + t_mu
   resid = ((targets - pred) ** 2).sum(0)
   total = ((targets - targets.mean(0)) ** 2).sum(0)
   return {str(n): float(1.0 - resid[j] / total[j])
           for j, n in enumerate(names) if keep[j]}
+
+
+def group_means(r2: Mapping[str, float]) -> dict[str, float]:
+  """Mean R² per feature group (the `eeg` of `eeg_rel_delta`: `features.GROUP_FEATURES`'s
+  groups), in the order the groups first appear."""
+  groups: dict[str, list[float]] = {}
+  for name, value in r2.items():
+    groups.setdefault(name.split("_", 1)[0], []).append(value)
+  return {g: float(np.mean(v)) for g, v in groups.items()}

@@ -34,9 +34,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from sleepfm_jax.evaluation import seeds
+from sleepfm_jax.evaluation import content, seeds
 
 BASELINE_FEATURES = ("cnn", "spectral", "oracle")  # rows whose feature is the model itself
 _MARK = re.compile(r"<!-- results: (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- /results -->",
@@ -156,17 +154,13 @@ def _content_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
   per_seed = list(data["seeds"].values())
   sources = _csv(opts.get("sources")) or list(per_seed[0])
   views = _csv(opts.get("views")) or list(per_seed[0][sources[0]])
-  groups = list(dict.fromkeys(k.split("_", 1)[0] for k in per_seed[0][sources[0]][views[0]]))
+  groups = list(content.group_means(per_seed[0][sources[0]][views[0]]))
   body = []
   for source in sources:
     for view in views:
-      cells = []
-      for g in groups:
-        vals = [float(np.mean([v for k, v in run[source][view].items() if k.split("_", 1)[0] == g]))
-                for run in per_seed]
-        sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-        cells.append(f"{np.mean(vals):.2f} ± {sd:.2f}")
-      body.append([source, view, *cells])
+      means = [content.group_means(run[source][view]) for run in per_seed]
+      body.append([source, view, *(seeds.fmt(seeds.summary([m[g] for m in means]), 2)
+                                   for g in groups)])
   return _table(["source", "embedding", *groups], body) + (
       f"\nMean ± sd over {len(per_seed)} seeds of each group's mean out-of-fold R².\n")
 
