@@ -57,7 +57,8 @@ def test_preprocess_from_another_folder_with_the_old_names(tmp_path):
 
 
 def test_numpy_only_clis_never_import_jax(tmp_path):
-  """The evaluation and the spectral baseline load no jax (imports done, flags parsed)."""
+  """The evaluation, the spectral baseline and the results merger load no jax (imports done,
+  flags parsed)."""
   code = ("import runpy, sys\n"
           "sys.argv = [sys.argv[1], '--helpshort']\n"
           "try:\n"
@@ -65,7 +66,7 @@ def test_numpy_only_clis_never_import_jax(tmp_path):
           "except SystemExit:\n"
           "  pass\n"
           "print('JAX LOADED' if {'jax', 'flax', 'optax'} & set(sys.modules) else 'NO JAX')\n")
-  for script in ("evaluate.py", "spectral_baseline.py"):
+  for script in ("evaluate.py", "spectral_baseline.py", "merge_results.py"):
     proc = subprocess.run([sys.executable, "-c", code, str(EXPERIMENTS / script)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.stdout.strip().endswith("NO JAX"), (script, proc.stdout[-500:], proc.stderr[-2000:])

@@ -8,7 +8,8 @@ Plots (matplotlib `Figure` objects, no pyplot global state; readable at 100% zoo
 * `tsne_<source>.png`: t-SNE of a stage-stratified subsample of embeddings, coloured by stage;
 * `retrieval_<source>.png`: recall@k per retrieval direction against chance;
 * `label_efficiency_<task>.png`: macro AUROC (95% CI) against the fraction of training labels;
-* `training_curves.png`: every numeric series of a training metrics JSONL file.
+* `training_curves.png`: every numeric series of a training metrics JSONL file;
+* `plot_variant_curves`: validation curves of several variants and seeds (`evaluation/merge.py`).
 """
 
 from __future__ import annotations
@@ -310,6 +311,30 @@ def plot_training_curves(rows: Sequence[dict[str, Any]], path: pathlib.Path,
   for ax in axes[len(panels):]:
     ax.set_visible(False)
   fig.suptitle("Training curves", fontsize=12)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def plot_variant_curves(rows: Sequence[dict[str, Any]], path: pathlib.Path,
+                        keys: Sequence[str] = ("loss", "top1"), title: str = "") -> pathlib.Path:
+  """One panel per key against step; one line per (source, seed), one colour per source."""
+  sources = list(dict.fromkeys(r["source"] for r in rows))
+  fig = Figure(figsize=(4.8 * len(keys), 3.6))
+  axes = np.atleast_1d(fig.subplots(1, len(keys)))
+  for ax, key in zip(axes, keys):
+    for i, source in enumerate(sources):
+      for j, seed in enumerate(sorted({r["seed"] for r in rows if r["source"] == source})):
+        pts = sorted((r["step"], r[key]) for r in rows
+                     if r["source"] == source and r["seed"] == seed and key in r)
+        if pts:
+          x, y = zip(*pts)
+          ax.plot(x, y, color=f"C{i}", lw=1.3, alpha=0.85, marker=".",
+                  label=source if j == 0 else None)
+    ax.set_title(f"validation {key}", fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(title or "Validation curves (one line per seed)", fontsize=11)
   fig.tight_layout()
   return _save(fig, path)
 

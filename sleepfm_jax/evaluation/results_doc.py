@@ -24,6 +24,10 @@ Kinds (rows of the JSON: `metrics` for probes/baselines, `retrieval`, `budget`):
 * `budget`: steps and wall time of each trained source.
 * `content [sources=a,b] [views=bas,resp]`: mean ± sd over seeds of each feature group's mean R²
   (what an embedding encodes; `experiments/embedding_content.py`).
+* `spread a=A b=B`: whether variant A lies within reference B's seed spread on the primary
+  metrics (validation loss and top-1, recall@10 averaged over directions, each task's headline
+  AUROC with all labels): A and B mean ± sd, the per-seed difference A − B, and whether
+  |mean A − mean B| ≤ 2 sd of B (the bf16 vs f32 check, `sleepfm_jax/evaluation/merge.py`).
 """
 
 from __future__ import annotations
@@ -165,8 +169,46 @@ def _content_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
       f"\nMean ± sd over {len(per_seed)} seeds of each group's mean out-of-fold R².\n")
 
 
+def _primary(data: Mapping[str, Any], source: str) -> dict[str, dict[Any, float]]:
+  """`{metric: {seed: value}}` of `source`'s primary metrics (the `spread` table's rows)."""
+  out: dict[str, dict[Any, float]] = {}
+  for r in data["budget"]:
+    if r["source"] == source and r["what"] == "pretraining":
+      out.setdefault("validation loss", {})[r["seed"]] = r["val_loss"]
+      out.setdefault("validation top-1", {})[r["seed"]] = r["val_top1"]
+  recall: dict[Any, list[float]] = {}
+  for r in data["retrieval"]:
+    if r["source"] == source:
+      recall.setdefault(r["seed"], []).append(r["recall@10"])
+  out["recall@10 (mean of directions)"] = {s: sum(v) / len(v) for s, v in recall.items()}
+  for task, feature in data["headline_feature"].items():
+    rows = [r for r in data["metrics"]
+            if (r["source"], r["task"], r["feature"]) == (source, task, feature)]
+    if rows:
+      last = _budgets(rows)[-1]
+      out[f"{task} {feature} AUROC, {last}"] = {r["seed"]: r["auroc"] for r in rows
+                                                 if r["labels"] == last}
+  return out
+
+
+def _spread_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
+  a, b = opts["a"], opts["b"]
+  pa, pb = _primary(data, a), _primary(data, b)
+  body = []
+  for metric, vb in pb.items():
+    va = pa.get(metric, {})
+    sa, sb = seeds.summary(list(va.values())), seeds.summary(list(vb.values()))
+    both = sorted(set(va) & set(vb))
+    diff = seeds.summary([va[s] - vb[s] for s in both])
+    within = (sa["n"] and sb["n"] > 1 and abs(sa["mean"] - sb["mean"]) <= 2 * sb["sd"])
+    body.append([metric, seeds.fmt(sa), seeds.fmt(sb), seeds.fmt(diff, signed=True),
+                 f"{2 * sb['sd']:.3f}" if sb["n"] > 1 else "–", "yes" if within else "**no**"])
+  return _table(["metric", a, b, f"{a} − {b} per seed", f"2 sd of {b}", "within"], body) + (
+      f"\nMean ± sd over seeds; 'within': |mean {a} − mean {b}| ≤ 2 sd of {b}.\n")
+
+
 _KINDS = {"metric": _metric_table, "paired": _paired_table, "retrieval": _retrieval_table,
-          "budget": _budget_table, "content": _content_table}
+          "budget": _budget_table, "content": _content_table, "spread": _spread_table}
 
 
 def render(markdown: str, results_dir: str | pathlib.Path) -> str:
