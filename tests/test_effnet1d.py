@@ -7,7 +7,8 @@ import pytest
 from flax import nnx
 
 from sleepfm_jax.models import effnet1d
-from sleepfm_jax.models.effnet1d import BatchNorm1d, Conv1d, EffNet1D, count_params
+from sleepfm_jax.models.effnet1d import (BatchNorm1d, Conv1d, EffNet1D, count_params,
+                                         remat_stage_count)
 
 @nnx.jit(static_argnames=("train", "return_intermediates"))
 def apply(model, x, train, return_intermediates=False):
@@ -230,11 +231,13 @@ def _train_step_outputs(remat):
   return loss, jax.tree.leaves(g), jax.tree.leaves(rest)
 
 
-def test_block_remat_matches_plain_autodiff():
+@pytest.mark.parametrize("remat", ["block", "block:1"])
+def test_block_remat_matches_plain_autodiff(remat):
   """remat="block" recomputes each bottleneck in the backward pass from the same inputs, BN
-  statistics and dropout key: loss, gradients and updated state equal the plain step's."""
+  statistics and dropout key: loss, gradients and updated state equal the plain step's (also
+  when only the first stage recomputes)."""
   loss0, g0, rest0 = _train_step_outputs("none")
-  loss1, g1, rest1 = _train_step_outputs("block")
+  loss1, g1, rest1 = _train_step_outputs(remat)
   np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
   assert len(g0) == len(g1) and len(rest0) == len(rest1)
   for a, b in zip(g0, g1, strict=True):
@@ -266,3 +269,12 @@ def test_block_remat_cuts_the_compiled_steps_temporaries():
 
   plain, remat = temp_bytes("none"), temp_bytes("block")
   assert remat < 0.5 * plain, (remat, plain)
+  first = temp_bytes("block:1")  # the first stage holds the longest activations
+  assert remat <= first < plain, (remat, first, plain)
+
+
+def test_remat_setting_is_checked():
+  assert [remat_stage_count(r, 7) for r in ("none", "block", "block:0", "block:3")] == [0, 7, 0, 3]
+  for bad in ("all", "block:8", "block:-1", "block:x", "stage:2"):
+    with pytest.raises(ValueError, match="block:N"):
+      remat_stage_count(bad, 7)

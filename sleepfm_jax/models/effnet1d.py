@@ -421,6 +421,20 @@ class MBConv(nnx.Module):
     return self.bn(x, train=train)
 
 
+def remat_stage_count(remat: str, stages: int) -> int:
+  """How many leading MBConv stages recompute their bottlenecks: "none" -> 0, "block" -> all,
+  "block:N" -> N (0 <= N <= stages)."""
+  if remat == "none":
+    return 0
+  if remat == "block":
+    return stages
+  head, _, n = remat.partition(":")
+  if head == "block" and n.isdigit() and int(n) <= stages:
+    return int(n)
+  raise ValueError(f"remat must be 'none', 'block' or 'block:N' with 0 <= N <= {stages}, "
+                   f"got {remat!r}")
+
+
 def max_pool3(x: Array) -> Array:
   """Max-pool with kernel 3, stride 1 and padding 1 (padded with -inf) over the time axis."""
   xp = jnp.pad(x, ((0, 0), (1, 1), (0, 0)), constant_values=-jnp.inf)
@@ -443,7 +457,9 @@ class EffNet1D(nnx.Module):
     pool_after: 0-based MBConv stage indices followed by the k=3/s=1 max-pool.
     remat: "none" keeps every activation for the backward pass; "block" keeps only each
       bottleneck's input and recomputes its activations in the backward pass (same gradients,
-      a fraction of the memory, about one more forward pass of compute).
+      a fraction of the memory, about one more forward pass of compute); "block:N" does so in
+      the first N MBConv stages only: the early stages hold the longest activations for the
+      fewest FLOPs, so they give most of the saving for a fraction of the recomputation.
     dtype: compute dtype (e.g. `jnp.bfloat16`); BN statistics are float32 regardless.
     param_dtype: parameter dtype.
     rngs: `nnx.Rngs` with a `params` stream and, for training, a `dropout` stream.
@@ -469,8 +485,7 @@ class EffNet1D(nnx.Module):
       raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     if len(depths) != len(widths) - 1:
       raise ValueError(f"need one depth per MBConv stage: widths={widths}, depths={depths}")
-    if remat not in ("none", "block"):
-      raise ValueError(f"remat must be 'none' or 'block', got {remat!r}")
+    remat_stages = remat_stage_count(remat, len(depths))
     self.in_channels = in_channels
     self.widths = tuple(widths)
     self.depths = tuple(depths)
@@ -483,7 +498,8 @@ class EffNet1D(nnx.Module):
     self.stem_bn = BatchNorm1d(widths[0], **kw)
     self.stages = nnx.List([
         MBConv(widths[i], widths[i + 1], depth=depths[i], expansion=expansion,
-               dropout=dropout, remat=remat, rngs=rngs, **kw)
+               dropout=dropout, remat="block" if i < remat_stages else "none", rngs=rngs,
+               **kw)
         for i in range(len(depths))
     ])
     self.head = Conv1d(widths[-1], head_width, 1, rngs=rngs, **kw)
