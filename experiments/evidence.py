@@ -48,6 +48,9 @@ _CONTROL = flags.DEFINE_bool("uncoupled_control", _DEFAULT.uncoupled_control,
                              "SYNTHETIC: also pretrain on coupling='none' nights.")
 _DTYPE = flags.DEFINE_enum("dtype", _DEFAULT.dtype, ["float32", "bfloat16"],
                            "Pretraining compute dtype (the bf16 comparison, docs/model.md).")
+_EXPORT_DTYPE = flags.DEFINE_enum(
+    "export_dtype", "", ["", "float32", "bfloat16"],
+    "Compute dtype of the embedding export ('' = the pretraining dtype).")
 _WIDTH = flags.DEFINE_float("width", _DEFAULT.width, "Scales the encoders' widths and head.")
 _SLEEPEDF = flags.DEFINE_string("sleepedf_dir", None, "Folder with SC4001E0-PSG.edf + hypnogram "
                                 "(default: ../shared/data/psg-real/sleep-edfx/sleep-cassette).")
@@ -66,6 +69,7 @@ def main(argv):
       cnn=_CNN.value, cnn_label_subjects=tuple(int(k) for k in _CNN_SUBJECTS.value),
       cnn_label_fractions=tuple(float(f) for f in _CNN_FRACTIONS.value),
       spectral=_SPECTRAL.value, uncoupled_control=_CONTROL.value, dtype=_DTYPE.value,
+      export_dtype=_EXPORT_DTYPE.value,
       width=_WIDTH.value,
       sleepedf_dir=_SLEEPEDF.value or str(_REPO.parent / "shared" / "data" / "psg-real" /
                                           "sleep-edfx" / "sleep-cassette"))

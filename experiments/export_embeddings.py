@@ -30,6 +30,8 @@ _UNTRAINED = flags.DEFINE_integer(
     "untrained_seed", None, "Control: embed with the checkpoint's architecture and channels but "
     "freshly initialised weights from this seed (nothing restored; with --store).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Preprocessing processes (with --input).")
+_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
+                           "Compute dtype of the forward pass (default: the checkpoint's).")
 cli.define_renamed("output", "out")
 cli.require("out")
 cli.define_distributed_flags()
@@ -49,17 +51,18 @@ def main(argv):
 
   out = _OUT.value
   if _STORE.value:
-    source = _CKPT.value
     if _UNTRAINED.value is not None:
       source = export.untrained_embedder(_CKPT.value, seed=_UNTRAINED.value,
-                                         batch_size=_BATCH.value)
+                                         batch_size=_BATCH.value, dtype=_DTYPE.value)
+    else:
+      source = export.load_embedder(_CKPT.value, batch_size=_BATCH.value, dtype=_DTYPE.value)
     index = export.export_store(source, _STORE.value, out, recordings=_RECORDINGS.value,
                                 batch_size=_BATCH.value)
     if jax.process_index() == 0:
       print(f"embeddings: {index}")
   else:
     es = export.embed(_INPUT.value, _CKPT.value, out_dir=out, batch_size=_BATCH.value,
-                      manifest=_MANIFEST.value, workers=_WORKERS.value)
+                      manifest=_MANIFEST.value, workers=_WORKERS.value, dtype=_DTYPE.value)
     print(f"embedded {len(es)} windows of {len(es.recordings)} recording(s) into "
           f"{out}/embeddings (store: {out}/store)")
   jax.distributed.shutdown()  # leave the job now, not from an exit handler (no-op if none)

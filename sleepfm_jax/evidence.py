@@ -70,6 +70,7 @@ class Settings:
   pretrain_fraction: float = 0.5  # sleepedf: share of the night's time blocks pretraining sees
   quick: bool = False  # tiny encoders (the `quick` preset option): smoke tests, not results
   dtype: str = "float32"  # pretraining compute dtype (float32 or bfloat16): the bf16 comparison
+  export_dtype: str = ""  # the embedding export's compute dtype; "" = the pretraining dtype
   width: float = 1.0  # scales the encoders' channel widths and head (e.g. 0.5: a cheaper model)
   progress: bool = True
 
@@ -176,19 +177,23 @@ def pretrain(run: pathlib.Path, config) -> dict[str, Any]:
   return _json(run / "budget.json", compute)
 
 
-def embeddings(checkpoint, store: str, out: pathlib.Path, recordings: Sequence[str]
-               ) -> emb_format.EmbeddingSet:
+def embeddings(checkpoint, store: str, out: pathlib.Path, recordings: Sequence[str],
+               dtype: str = "") -> emb_format.EmbeddingSet:
+  """Exports (or reuses) the embeddings of `recordings`; `checkpoint` is a run or an Embedder,
+  `dtype` the forward pass's compute dtype for a run ("" = its training dtype)."""
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
   if not (out / "index.json").exists():
+    if not isinstance(checkpoint, export.Embedder):
+      checkpoint = export.load_embedder(str(checkpoint), dtype=dtype or None)
     export.export_store(checkpoint, store, str(out), recordings=list(recordings), progress=False)
   return emb_format.load_embeddings(out)
 
 
-def untrained(run: pathlib.Path, seed: int):
+def untrained(run: pathlib.Path, seed: int, dtype: str = ""):
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
-  return export.untrained_embedder(str(run), seed=seed)
+  return export.untrained_embedder(str(run), seed=seed, dtype=dtype or None)
 
 
 def cnn_config(s: Settings, seed: int):
@@ -366,15 +371,16 @@ def run_synthetic(s: Settings, log=print) -> dict[str, Any]:
       cost = pretrain(run, pretrain_config(s, stores[coupling], mode, seed))
       out["budget"].append({"source": name, "what": "pretraining", "seed": seed, **cost})
       recordings = runs_lib.held_out_recordings(runs_lib.run_splits(str(run)))
-      es = embeddings(str(run), stores[coupling], cache / f"emb_{name}", recordings)
+      es = embeddings(str(run), stores[coupling], cache / f"emb_{name}", recordings,
+                      s.export_dtype)
       out["retrieval"] += _json(cache / f"retrieval_{name}.json", lambda es=es, name=name: (
           retrieval_rows(es, name, seed, s.retrieval_candidates)))
       if coupling == "none":
         continue
       if held is None:
         held = (run, recordings, es)
-        ctrl = embeddings(untrained(run, seed), stores[coupling], cache / "emb_untrained",
-                          recordings)
+        ctrl = embeddings(untrained(run, seed, s.export_dtype), stores[coupling],
+                          cache / "emb_untrained", recordings)
         out["retrieval"] += _json(cache / "retrieval_untrained.json", lambda: retrieval_rows(
             ctrl, "untrained", seed, s.retrieval_candidates))
         n_train = _train_subjects(es, s, seed)
@@ -442,8 +448,9 @@ def run_sleepedf(s: Settings, log=print) -> dict[str, Any]:
     split = runs_lib.run_splits(str(run))
     held = held_out_windows(split)
     recordings = list(store.recording_ids)
-    full = embeddings(str(run), store_path, cache / "emb_loo", recordings)
-    ctrl = embeddings(untrained(run, seed), store_path, cache / "emb_untrained", recordings)
+    full = embeddings(str(run), store_path, cache / "emb_loo", recordings, s.export_dtype)
+    ctrl = embeddings(untrained(run, seed, s.export_dtype), store_path, cache / "emb_untrained",
+                      recordings)
     rows_of = store_rows(store, full.recording_id, full.epoch)
     inductive = np.isin(rows_of, held)
     for name, es in (("loo", full.subset(inductive)), ("untrained", ctrl.subset(inductive)),

@@ -102,15 +102,20 @@ class Embedder:
 
 
 def load_embedder(checkpoint: str, *, batch_size: int = 64,
-                  devices: Sequence[jax.Device] | None = None) -> Embedder:
+                  devices: Sequence[jax.Device] | None = None,
+                  dtype: str | None = None) -> Embedder:
   """Loads a checkpoint (a training work directory, `best/`, `checkpoints/` or a step directory).
 
   Args:
     checkpoint: where the checkpoint is; a work directory uses its best-validation checkpoint.
     batch_size: windows per forward pass (a multiple of the number of devices used).
     devices: devices to embed on; default this process's local devices.
+    dtype: compute dtype of the forward pass ("float32" or "bfloat16"); default the
+      checkpoint's training dtype.
   """
   meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices)
+  if dtype is not None:
+    config.model.dtype = dtype
 
   def build():  # weights and BN statistics come from the checkpoint; the seed is irrelevant
     return build_model(config, in_channels, seed=0)
@@ -127,11 +132,16 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
 
 
 def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
-                       devices: Sequence[jax.Device] | None = None) -> Embedder:
+                       devices: Sequence[jax.Device] | None = None,
+                       dtype: str | None = None) -> Embedder:
   """The checkpoint's architecture and channels with freshly initialised weights (BN statistics at
   their initial values), nothing restored: the control that tells what pretraining added to the
-  probes over a random convolutional feature map of the same shape."""
+  probes over a random convolutional feature map of the same shape. `dtype` as in
+  `load_embedder`: its window-to-window variation is about 1e-6 of the embedding's magnitude
+  (untrained BN statistics), which float32 keeps and bfloat16 rounds away."""
   meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices)
+  if dtype is not None:
+    config.model.dtype = dtype
   model = build_model(config, in_channels, seed=seed)
   meta = {**meta, "untrained_seed": seed}
   return Embedder(model, meta, channels, batch_size, mesh,
@@ -262,7 +272,7 @@ def preprocess_like(embedder: Embedder, paths, store_dir: str, *, manifest: str 
 
 def embed(paths, checkpoint: str, *, annotations=None, out_dir: str | None = None,
           batch_size: int = 64, manifest: str | None = None, workers: int = 1,
-          progress: bool = True) -> emb_format.EmbeddingSet:
+          progress: bool = True, dtype: str | None = None) -> emb_format.EmbeddingSet:
   """Embeds PSG files, folders, a window store or MNE Raw objects; returns an `EmbeddingSet`.
 
   Files are preprocessed like the checkpoint's training data (into a temporary store unless
@@ -270,11 +280,11 @@ def embed(paths, checkpoint: str, *, annotations=None, out_dir: str | None = Non
   under `out_dir/embeddings`). Recordings that cannot be read are reported and skipped, as in
   `experiments/preprocess.py`. `paths` may also be an `mne.io.Raw` (or a list of them, as YASA and
   MNE users hold nights) with `annotations` an `mne.Annotations` (or one per Raw; default: each
-  Raw's own annotations), read through `data.mne_io`.
+  Raw's own annotations), read through `data.mne_io`. `dtype`: as in `load_embedder`.
   """
   from sleepfm_jax.data import mne_io  # pylint: disable=import-outside-toplevel
 
-  embedder = load_embedder(checkpoint, batch_size=batch_size)
+  embedder = load_embedder(checkpoint, batch_size=batch_size, dtype=dtype)
   raws = mne_io.are_raws(paths)
   paths_list = [] if raws else [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
   with tempfile.TemporaryDirectory(prefix="sleepfm-embed-") as tmp:

@@ -165,3 +165,28 @@ def test_untrained_control_has_the_architecture_but_not_the_weights(exported, sy
     assert not np.allclose(a.emb[m][live], c.emb[m][live])  # another seed, other weights
     assert not np.allclose(a.emb[m][live], es.emb[m][rows][live])  # not the trained weights
   np.testing.assert_array_equal(a.stage, es.stage[rows])
+
+
+def test_export_dtype_overrides_the_training_dtype(exported, synthetic_run, synthetic_store,
+                                                   tmp_path):
+  """`dtype=` sets the export's compute dtype (the bf16 comparison exports bf16-trained runs in
+  float32 too): float32 reproduces the default export, bfloat16 stays close but not equal."""
+  es, _ = exported
+  workdir, _, _ = synthetic_run
+  rec = WindowStore(synthetic_store).recording_ids[0]
+  rows = es.recording_id == rec
+  out = {}
+  for dtype in ("float32", "bfloat16"):
+    embedder = export.load_embedder(str(workdir), batch_size=64, dtype=dtype)
+    assert embedder.model.encoders["bas"].dtype == np.dtype(dtype)
+    index = export.export_store(embedder, synthetic_store, str(tmp_path / dtype),
+                                recordings=[rec], progress=False)
+    out[dtype] = emb_format.load_embeddings(index.parent)
+  for m in ("bas", "ecg", "resp"):
+    live = out["float32"].present[m]
+    np.testing.assert_allclose(out["float32"].emb[m], es.emb[m][rows], rtol=2e-5, atol=2e-6)
+    f32, b16 = out["float32"].emb[m][live], out["bfloat16"].emb[m][live]
+    rel = np.linalg.norm(b16 - f32, axis=-1) / np.linalg.norm(f32, axis=-1)
+    assert 0 < rel.max() < 0.1, (m, rel.max())
+  control = export.untrained_embedder(str(workdir), seed=3, dtype="bfloat16")
+  assert control.model.encoders["ecg"].dtype == np.dtype("bfloat16")

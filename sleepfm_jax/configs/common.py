@@ -85,9 +85,12 @@ def encoder() -> ml_collections.ConfigDict:
   m.depths = (1, 2, 2, 3, 3, 3, 3)
   m.head_width = 1280
   m.dropout = 0.5
-  m.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+  # compute dtype: "float32" or "bfloat16" (parameters, BN statistics, the loss and the
+  # temperature stay float32); bfloat16 training failed its check by outcome (docs/model.md)
+  m.dtype = "float32"
   # "block": keep only each bottleneck's input for the backward pass and recompute the rest
-  # there (less memory, more compute; docs/performance.md "Memory"). "none": keep everything.
+  # there (less memory, more compute; docs/performance.md "Memory"); "block:N": only in the
+  # first N MBConv stages (the longest activations). "none": keep everything.
   m.remat = "none"
   return m
 
