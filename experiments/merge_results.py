@@ -1,6 +1,6 @@
 r"""Puts several variants of an evidence experiment side by side in one results JSON.
 
-  python experiments/merge_results.py --inputs=f32=runs/bf16q/f32,bf16=runs/bf16q/bf16 \
+  python experiments/merge_results.py --inputs=f32=runs/bf16/f32,bf16=runs/bf16/bf16 \
       --out=docs/results/bf16_synthetic.json --plot=docs/figures/bf16_synthetic_curves.png
 
 Each input is TAG=WORKDIR of an `experiments/evidence.py` run (its `results.json` and the
@@ -19,6 +19,8 @@ from sleepfm_jax.evaluation import merge, report
 _INPUTS = flags.DEFINE_list("inputs", None, "TAG=WORKDIR, one per variant.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Merged results JSON.", required=True)
 _PLOT = flags.DEFINE_string("plot", None, "Also plot the validation curves here (PNG).")
+_PLOT_TAGS = flags.DEFINE_list("plot_tags", None, "Variants the plot shows (default: all; leave "
+                               "out one that reuses another's pretraining runs).")
 
 
 def main(argv):
@@ -39,7 +41,10 @@ def main(argv):
   pathlib.Path(_OUT.value).write_text(json.dumps(merged, indent=1, default=float) + "\n")
   print(f"wrote {_OUT.value} (validation rows per variant: {curve_rows})")
   if _PLOT.value:
-    report.plot_variant_curves(merged["curves"], pathlib.Path(_PLOT.value))
+    tags = _PLOT_TAGS.value or list(results)
+    shown = {merge.tag_source(c["source"], t) for t in tags for c in results[t]["curves"]}
+    report.plot_variant_curves([c for c in merged["curves"] if c["source"] in shown],
+                               pathlib.Path(_PLOT.value))
     print(f"wrote {_PLOT.value}")
 
 
