@@ -90,6 +90,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3
   c.async_checkpointing = True
   c.transfer_guard = True  # fail on hidden host<->device transfers inside the training loop
+  # dispatched, unfinished steps: -1 auto (1 on CPU, where each queued step holds its own
+  # temporaries in host memory; no limit on accelerators), 0 no limit, k at most k
+  c.max_steps_in_flight = -1
   return c
 
 

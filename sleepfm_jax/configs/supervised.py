@@ -59,6 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 64
   c.log_every = 10
   c.transfer_guard = True
+  # dispatched, unfinished steps: -1 auto (1 on CPU, where each queued step holds its own
+  # temporaries in host memory; no limit on accelerators), 0 no limit, k at most k
+  c.max_steps_in_flight = -1
 
   # -- early stopping on an inner validation split of each fold (training/supervised.py) ---------
   c.early_stopping = ml_collections.ConfigDict()

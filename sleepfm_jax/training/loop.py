@@ -9,6 +9,11 @@ trainers share:
 * the first step timed on its own (it compiles), so throughput figures leave compilation out;
 * one `device_get` per log interval, not per step: metrics are averaged over the interval and
   written with the learning rate and samples/s to a `MetricsLog`;
+* at most `max_in_flight` dispatched, unfinished steps (`in_flight_limit`): on CPU each step
+  finishes before the next is dispatched, because XLA:CPU gives every queued step its own block
+  of temporaries in host memory (the paper-shaped step with `remat="block:2"` at batch 32
+  peaked at 13.6–21.6 GiB without the limit, 9.5 GiB with it, and was no faster without it;
+  `benchmarks/loop_memory.py`, docs/performance.md "Memory");
 * a tqdm bar;
 * an `after_step(step, state)` hook for what differs between trainers (validation, checkpoints,
   early stopping); it returns True to stop (the metrics of the interval so far are then logged),
@@ -21,6 +26,7 @@ update count lives.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +41,14 @@ State = Any
 Update = Callable[..., tuple[State, dict]]
 
 
+def in_flight_limit(setting: int) -> int:
+  """Dispatched, unfinished steps allowed: `setting` if >= 0 (0 = no limit), and for -1 (auto) 1
+  on CPU, where queued steps hold host memory and gain nothing, no limit on accelerators."""
+  if setting >= 0:
+    return setting
+  return 1 if jax.default_backend() == "cpu" else 0
+
+
 class Loop:
   """Steps `start_step + 1 .. total_steps` of one run; see the module docstring.
 
@@ -47,6 +61,8 @@ class Loop:
     grad_accum: micro-batches per step.
     transfer_guard: fail on implicit host<->device transfers inside an update.
     log: where the "train" rows go (None: nowhere).
+    max_in_flight: at most this many dispatched, unfinished steps (0: no limit; -1: auto,
+      `in_flight_limit`).
     progress: show a tqdm bar; desc and leave are passed to it.
 
   After `run`: `first_step_s` (None if no step ran), `train` (the last logged averages),
@@ -56,7 +72,8 @@ class Loop:
   def __init__(self, *, total_steps: int, batch_size: int, log_every: int,
                learning_rate: Callable[[int], float], start_step: int = 0, grad_accum: int = 1,
                transfer_guard: bool = True, log: MetricsLog | None = None,
-               progress: bool = True, desc: str = "train", leave: bool = True):
+               progress: bool = True, desc: str = "train", leave: bool = True,
+               max_in_flight: int = -1):
     self.total_steps = int(total_steps)
     self.start_step = int(start_step)
     self.batch_size = batch_size
@@ -66,6 +83,7 @@ class Loop:
     self.transfer_guard = transfer_guard
     self.log = log
     self._bar_args = dict(enabled=progress, desc=desc, leave=leave)
+    self.max_in_flight = in_flight_limit(max_in_flight)
     self.first_step_s: float | None = None
     self.train: dict[str, float] = {}
     self.final_step = self.start_step
@@ -97,6 +115,7 @@ class Loop:
     t_start = time.perf_counter()
     self.restart_clock()
     pending: list[dict] = []
+    in_flight: collections.deque = collections.deque()
     step = self.start_step
     for step in range(self.start_step + 1, self.total_steps + 1):
       args = step_args(step) if step_args is not None else ()
@@ -105,6 +124,10 @@ class Loop:
         with self._guard():
           state, metrics = update(state, batch, *args)
       pending.append(metrics)
+      if self.max_in_flight:
+        in_flight.append(metrics)
+        while len(in_flight) >= self.max_in_flight:
+          jax.block_until_ready(in_flight.popleft())
       self._seen += self.batch_size
       bar.update(1)
       if step == self.start_step + 1:  # keep compilation out of the throughput figures

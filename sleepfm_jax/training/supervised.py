@@ -293,6 +293,7 @@ class Trainer:
     loop = Loop(total_steps=steps, batch_size=c.batch_size, grad_accum=c.optim.grad_accum,
                 log_every=c.log_every, learning_rate=lambda step: lrs[step - 1],
                 transfer_guard=c.transfer_guard, log=log, progress=progress, desc=desc,
+                max_in_flight=c.get("max_steps_in_flight", -1),
                 leave=False)
     stopper = None
     if val_index is not None:

@@ -172,7 +172,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   loop = Loop(total_steps=total_steps, start_step=start, batch_size=config.batch_size,
               grad_accum=config.optim.grad_accum, log_every=config.log_every,
               learning_rate=lambda step: schedule(step - 1), transfer_guard=config.transfer_guard,
-              log=log, progress=is_main, desc="pretrain")
+              log=log, progress=is_main, desc="pretrain",
+              max_in_flight=config.get("max_steps_in_flight", -1))  # absent in older configs
 
   def after_step(step, state):
     if val_src is not None and config.eval_every and (step % config.eval_every == 0

@@ -1,0 +1,92 @@
+r"""Peak host RSS of the trainer's loop (`training/loop.py`) on the paper-shaped step.
+
+`benchmarks/memory.py` waits for every step before timing the next, as a benchmark does; the
+trainer dispatches steps ahead, and on XLA:CPU each dispatched step holds its own block of
+temporaries in host memory. This runs `Loop.run` itself with each `max_in_flight` setting, each
+in a fresh process, and samples the RSS every 5 ms:
+
+  python benchmarks/loop_memory.py --remat=block:2 --max_in_flight=0,1 --steps=15 \
+      --out=benchmarks/results/loop_memory_cpu_b32.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import common  # noqa: F401  (sets the host allocator before JAX starts)
+
+
+def child(remat: str, batch: int, steps: int, limit: int) -> dict:
+  import jax  # pylint: disable=import-outside-toplevel
+  import psutil  # pylint: disable=import-outside-toplevel
+
+  from sleepfm_jax.training.loop import Loop  # pylint: disable=import-outside-toplevel
+
+  jax.config.update("jax_enable_compilation_cache", False)
+  config = common.paper_config("float32")
+  config.model.remat = remat
+  step = common.JaxPaperStep(batch, config=config)
+  step()  # compiled and run once, as the loop's first step would be
+  proc = psutil.Process()
+  start = peak = proc.memory_info().rss
+  done = threading.Event()
+
+  def sample():
+    nonlocal peak
+    while not done.is_set():
+      peak = max(peak, proc.memory_info().rss)
+      time.sleep(0.005)
+
+  sampler = threading.Thread(target=sample)
+  sampler.start()
+  loop = Loop(total_steps=steps, batch_size=batch, log_every=steps, learning_rate=lambda k: 0.0,
+              transfer_guard=False, progress=False, max_in_flight=limit)
+  t = time.perf_counter()
+  state = loop.run(step.state, lambda s, b: step.compiled(s, b), itertools.repeat(step.inputs))
+  jax.block_until_ready(state)
+  step_s = (time.perf_counter() - t) / steps
+  done.set()
+  sampler.join()
+  gib = 1024.0 ** 3
+  return {"remat": remat, "batch": batch, "max_in_flight": limit, "steps": steps,
+          "temp_gib": round(step.compiled.memory_analysis().temp_size_in_bytes / gib, 2),
+          "rss_before_gib": round(start / gib, 2), "peak_rss_gib": round(peak / gib, 2),
+          "step_s": round(step_s, 3)}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--remat", default="block:2")
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--steps", type=int, default=15)
+  parser.add_argument("--max_in_flight", default="0,1")
+  parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+  if args.child is not None:
+    print(json.dumps(child(args.remat, args.batch, args.steps, args.child)), flush=True)
+    return
+  results = []
+  for limit in (int(k) for k in args.max_in_flight.split(",")):
+    proc = subprocess.run([sys.executable, __file__, f"--child={limit}", f"--remat={args.remat}",
+                           f"--batch={args.batch}", f"--steps={args.steps}"],
+                          capture_output=True, text=True, check=False)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    row = json.loads(lines[-1]) if lines else {"max_in_flight": limit, "error": proc.stderr[-500:]}
+    print(row, flush=True)
+    results.append(row)
+  out = {"benchmark": "loop_memory", "host": common.host_info(), "results": results}
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(out, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
