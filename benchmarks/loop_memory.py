@@ -3,7 +3,7 @@ r"""Peak host RSS of the trainer's loop (`training/loop.py`) on the paper-shaped
 `benchmarks/memory.py` waits for every step before timing the next, as a benchmark does; the
 trainer dispatches steps ahead, and on XLA:CPU each dispatched step holds its own block of
 temporaries in host memory. This runs `Loop.run` itself with each `max_in_flight` setting, each
-in a fresh process, and samples the RSS every 5 ms:
+in a fresh process, and samples the RSS every 5 ms (`common.RssSampler`):
 
   python benchmarks/loop_memory.py --remat=block:2 --max_in_flight=0,1 --steps=15 \
       --out=benchmarks/results/loop_memory_cpu_b32.json
@@ -16,7 +16,6 @@ import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import common  # noqa: F401  (sets the host allocator before JAX starts)
@@ -24,7 +23,6 @@ import common  # noqa: F401  (sets the host allocator before JAX starts)
 
 def child(remat: str, batch: int, steps: int, limit: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
-  import psutil  # pylint: disable=import-outside-toplevel
 
   from sleepfm_jax.training.loop import Loop  # pylint: disable=import-outside-toplevel
 
@@ -33,31 +31,17 @@ def child(remat: str, batch: int, steps: int, limit: int) -> dict:
   config.model.remat = remat
   step = common.JaxPaperStep(batch, config=config)
   step()  # compiled and run once, as the loop's first step would be
-  proc = psutil.Process()
-  start = peak = proc.memory_info().rss
-  done = threading.Event()
-
-  def sample():
-    nonlocal peak
-    while not done.is_set():
-      peak = max(peak, proc.memory_info().rss)
-      time.sleep(0.005)
-
-  sampler = threading.Thread(target=sample)
-  sampler.start()
   loop = Loop(total_steps=steps, batch_size=batch, log_every=steps, learning_rate=lambda k: 0.0,
               transfer_guard=False, progress=False, max_in_flight=limit)
-  t = time.perf_counter()
-  state = loop.run(step.state, lambda s, b: step.compiled(s, b), itertools.repeat(step.inputs))
-  jax.block_until_ready(state)
-  step_s = (time.perf_counter() - t) / steps
-  done.set()
-  sampler.join()
-  gib = 1024.0 ** 3
+  with common.RssSampler() as rss:
+    t = time.perf_counter()
+    state = loop.run(step.state, lambda s, b: step.compiled(s, b), itertools.repeat(step.inputs))
+    jax.block_until_ready(state)
+    step_s = (time.perf_counter() - t) / steps
   return {"remat": remat, "batch": batch, "max_in_flight": limit, "steps": steps,
-          "temp_gib": round(step.compiled.memory_analysis().temp_size_in_bytes / gib, 2),
-          "rss_before_gib": round(start / gib, 2), "peak_rss_gib": round(peak / gib, 2),
-          "step_s": round(step_s, 3)}
+          "temp_gib": round(step.compiled.memory_analysis().temp_size_in_bytes / 1024.0 ** 3, 2),
+          "rss_before_gib": round(rss.start_mib / 1024.0, 2),
+          "peak_rss_gib": round(rss.peak_mib / 1024.0, 2), "step_s": round(step_s, 3)}
 
 
 def main():

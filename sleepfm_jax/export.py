@@ -113,9 +113,8 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
     dtype: compute dtype of the forward pass ("float32" or "bfloat16"); default the
       checkpoint's training dtype.
   """
-  meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices)
-  if dtype is not None:
-    config.model.dtype = dtype
+  meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices,
+                                                            dtype)
 
   def build():  # weights and BN statistics come from the checkpoint; the seed is irrelevant
     return build_model(config, in_channels, seed=0)
@@ -139,18 +138,20 @@ def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
   probes over a random convolutional feature map of the same shape. `dtype` as in
   `load_embedder`: its window-to-window variation is about 1e-6 of the embedding's magnitude
   (untrained BN statistics), which float32 keeps and bfloat16 rounds away."""
-  meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices)
-  if dtype is not None:
-    config.model.dtype = dtype
+  meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices,
+                                                            dtype)
   model = build_model(config, in_channels, seed=seed)
   meta = {**meta, "untrained_seed": seed}
   return Embedder(model, meta, channels, batch_size, mesh,
                   f"untrained:{os.path.abspath(checkpoint)}")
 
 
-def _architecture(checkpoint: str, batch_size: int, devices: Sequence[jax.Device] | None):
+def _architecture(checkpoint: str, batch_size: int, devices: Sequence[jax.Device] | None,
+                  dtype: str | None = None):
   meta = checkpointing.load_meta(checkpoint)
   config = ml_collections.ConfigDict(meta["config"])
+  if dtype is not None:  # the forward pass's compute dtype instead of the training one
+    config.model.dtype = dtype
   in_channels = {m: int(n) for m, n in meta["in_channels"].items()}
   channels = {m: tuple(c) for m, c in meta["channels"].items()}
   devices = list(devices or jax.local_devices())

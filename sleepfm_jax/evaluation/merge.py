@@ -5,15 +5,15 @@ bfloat16 compute, say). `merge({"f32": a, "bf16": b})` gives one JSON in the sam
 source `loo` of variant `bf16` is `loo_bf16`, so every `results_doc` table (and the paired per-seed
 differences between variants) works on it unchanged. `curves` reads each pretraining run's
 validation rows from the evidence workdir, so the merged file also holds the loss curves.
-numpy/json only.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Mapping
 from typing import Any
+
+from sleepfm_jax.evaluation import report
 
 _ROWS = ("metrics", "retrieval", "budget", "curves")
 _CURVE_KEYS = ("loss", "top1")
@@ -51,8 +51,7 @@ def curves(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
   for path in sorted(pathlib.Path(workdir).glob("seed_*/pretrain_*/metrics.jsonl")):
     seed = int(path.parts[-3].removeprefix("seed_"))
     source = path.parts[-2].removeprefix("pretrain_")
-    for line in path.read_text().splitlines():
-      r = json.loads(line) if line.strip() else {}
+    for r in report.read_metrics_jsonl(path):
       if r.get("split") == "val":
         rows.append({"source": source, "seed": seed, "step": int(r["step"]),
                      **{k: float(r[k]) for k in _CURVE_KEYS if k in r}})
