@@ -32,6 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # Before any benchmark starts JAX (or PyTorch): both then reuse freed buffers instead of mapping
 # fresh zero-filled pages on every call, as the CLIs do. SLEEPFM_JAX_HOST_ALLOCATOR=system opts out.
 HOST_ALLOCATOR = hostmem.retain_freed_memory()
+CPU_INLINE = hostmem.run_cpu_computations_inline()  # XLA:CPU frees a step's temporaries first
 
 PAPER_CHANNELS = {"bas": 5, "ecg": 1, "resp": 3}
 PAPER_SAMPLES = 7680  # 30 s x 256 Hz
@@ -74,7 +75,9 @@ def host_info() -> dict[str, Any]:
       "devices": [str(d) for d in jax.devices()],
       "device_kind": jax.devices()[0].device_kind,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
       "host_allocator": HOST_ALLOCATOR,
+      "cpu_inline_dispatch": CPU_INLINE,
       "load_avg_1_5_15m": load_average(),
   }
 

@@ -7,6 +7,14 @@ in a fresh process, and samples the RSS every 5 ms (`common.RssSampler`):
 
   python benchmarks/loop_memory.py --remat=block:2 --max_in_flight=0,1 --steps=15 \
       --out=benchmarks/results/loop_memory_cpu_b32.json
+
+`--dispatch=inline,async` compares XLA:CPU running the steps inline (what the CLIs and benchmarks
+set, `hostmem.run_cpu_computations_inline`) with JAX's default asynchronous dispatch, and
+`--repeats` runs each setting in that many processes (the overlap of two steps' temporaries that
+inline dispatch removes is a race: it shows in some processes, not all). `--release=on,off`
+compares the loop giving back stranded heap memory between steps (its default on CPU,
+`hostmem.StrandedMemory`) with not doing so; each row has glibc's heap statistics after the
+first step and at the end (`hostmem.heap_stats`).
 """
 
 from __future__ import annotations
@@ -14,14 +22,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
+import resource
 import subprocess
 import sys
 import time
 
 import common  # noqa: F401  (sets the host allocator before JAX starts)
 
+from sleepfm_jax.training import hostmem
 
-def child(remat: str, batch: int, steps: int, limit: int) -> dict:
+
+def child(remat: str, batch: int, steps: int, limit: int, release: bool) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
 
   from sleepfm_jax.training.loop import Loop  # pylint: disable=import-outside-toplevel
@@ -30,18 +42,30 @@ def child(remat: str, batch: int, steps: int, limit: int) -> dict:
   config = common.paper_config("float32")
   config.model.remat = remat
   step = common.JaxPaperStep(batch, config=config)
-  step()  # compiled and run once, as the loop's first step would be
   loop = Loop(total_steps=steps, batch_size=batch, log_every=steps, learning_rate=lambda k: 0.0,
-              transfer_guard=False, progress=False, max_in_flight=limit)
+              transfer_guard=False, progress=False, max_in_flight=limit,
+              release_stranded=None if release else False)
+  step()  # compiled and run once, as the loop's first step would be, and then (as the loop does)
+  heap_before = hostmem.heap_stats()
+  if loop.release_stranded is not None:
+    loop.release_stranded()
   with common.RssSampler() as rss:
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = time.perf_counter()
     state = loop.run(step.state, lambda s, b: step.compiled(s, b), itertools.repeat(step.inputs))
     jax.block_until_ready(state)
     step_s = (time.perf_counter() - t) / steps
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
   return {"remat": remat, "batch": batch, "max_in_flight": limit, "steps": steps,
+          "inline": not jax.config.values["jax_cpu_enable_async_dispatch"],
           "temp_gib": round(step.compiled.memory_analysis().temp_size_in_bytes / 1024.0 ** 3, 2),
           "rss_before_gib": round(rss.start_mib / 1024.0, 2),
-          "peak_rss_gib": round(rss.peak_mib / 1024.0, 2), "step_s": round(step_s, 3)}
+          "peak_rss_gib": round(rss.peak_mib / 1024.0, 2), "step_s": round(step_s, 3),
+          "minor_faults_per_step": round(faults), "heap_before": heap_before,
+          "release_stranded": loop.release_stranded is not None,
+          "released_gib": round(loop.release_stranded.released_gib, 2)
+                          if loop.release_stranded is not None else 0.0,
+          "heap_after": hostmem.heap_stats()}
 
 
 def main():
@@ -50,19 +74,28 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--steps", type=int, default=15)
   parser.add_argument("--max_in_flight", default="0,1")
+  parser.add_argument("--dispatch", default="inline", help="inline, async or both (comma list)")
+  parser.add_argument("--repeats", type=int, default=1, help="processes per setting")
+  parser.add_argument("--release", default="on", help="give back stranded heap memory between "
+                      "steps as the loop does on CPU: on, off or both (comma list)")
   parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   if args.child is not None:
-    print(json.dumps(child(args.remat, args.batch, args.steps, args.child)), flush=True)
+    print(json.dumps(child(args.remat, args.batch, args.steps, args.child,
+                           args.release == "on")), flush=True)
     return
   results = []
-  for limit in (int(k) for k in args.max_in_flight.split(",")):
+  for dispatch, release, limit, repeat in itertools.product(
+      args.dispatch.split(","), args.release.split(","),
+      (int(k) for k in args.max_in_flight.split(",")), range(args.repeats)):
+    env = dict(os.environ, SLEEPFM_JAX_CPU_DISPATCH=dispatch)
     proc = subprocess.run([sys.executable, __file__, f"--child={limit}", f"--remat={args.remat}",
-                           f"--batch={args.batch}", f"--steps={args.steps}"],
-                          capture_output=True, text=True, check=False)
+                           f"--batch={args.batch}", f"--steps={args.steps}", f"--release={release}"],
+                          capture_output=True, text=True, check=False, env=env)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     row = json.loads(lines[-1]) if lines else {"max_in_flight": limit, "error": proc.stderr[-500:]}
+    row.update(dispatch=dispatch, release=release, repeat=repeat)
     print(row, flush=True)
     results.append(row)
   out = {"benchmark": "loop_memory", "host": common.host_info(), "results": results}

@@ -12,7 +12,8 @@ A CLI defines its flags (the shared ones through the `define_*` functions here),
 
 `start` does, in this order: log at WARNING unless `--verbosity` is given (Orbax and absl otherwise
 print INFO lines for every save); map deprecated flag names onto their new names (with a warning);
-and for JAX programs: keep freed host memory for reuse (`training.hostmem`, before JAX starts), the
+and for JAX programs: keep freed host memory for reuse and run CPU computations inline, so that
+a step frees its temporaries before the next allocates them (`training.hostmem`), the
 persistent compilation cache (`--compilation_cache`, on by default), simulated CPU
 devices (`--cpu_devices`) and `jax.distributed` (`--distributed` or `--coordinator_address`).
 
@@ -235,6 +236,7 @@ def start(*, jax: bool = True) -> None:
   from sleepfm_jax.training import hostmem  # pylint: disable=import-outside-toplevel
 
   hostmem.retain_freed_memory()  # before JAX starts its CPU client (see hostmem.py)
+  hostmem.run_cpu_computations_inline()  # what retained memory needs (see hostmem.py)
   import jax as jax_lib  # pylint: disable=import-outside-toplevel
 
   cache = _value("compilation_cache")

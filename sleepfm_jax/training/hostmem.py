@@ -16,19 +16,37 @@ What `retain_freed_memory` changes, through glibc's `mallopt` (all documented in
 The cost: the process's resident memory stays at its high-water mark (what a training process
 needs on every step anyway) instead of falling between steps.
 
-Call it first thing in a program's `main()`, before JAX starts its CPU client (the first
+Retained memory needs two more things. (1) `run_cpu_computations_inline`: XLA:CPU runs a
+computation on its own threads and frees the temporaries there just after the outputs are ready,
+so the next step, dispatched as soon as the last one's outputs are ready, often allocates its
+temporaries before the last step's are freed; with the settings above the heap then grows by
+another block each time and never shrinks (a loop waiting on every step of a function with
+128 MiB of temporaries grew by 0.6-1.4 GiB in 30 steps). Run inline
+(`jax_cpu_enable_async_dispatch=False`), a computation returns only once it has freed its
+temporaries: the same loop grew by at most one block. It costs nothing where the program waits on
+each step anyway, as the trainer does on CPU, and applies to single-device CPU computations only.
+(2) `StrandedMemory`, called between steps by the training loop on CPU: a freed block that does
+not end the heap can be split by later smaller requests, and the next step's temporaries then
+come from the heap's top, a second block for good (the paper-shaped step at batch 32: 9.5 instead
+of 4.9 GiB in half the runs); it gives such stranded memory back and keeps the top.
+docs/performance.md, "Memory", has the measurements.
+
+Call `retain_freed_memory`, then `run_cpu_computations_inline`, first thing in a program's `main()`, before JAX starts its CPU client (the first
 computation or `jax.devices()`): threads that already allocated have their own arenas and keep
-mapping large blocks afresh. The CLIs in `experiments/` and the benchmarks call it; set
+mapping large blocks afresh, and the dispatch mode is read when the client starts. The CLIs in
+`experiments/` and the benchmarks call both; set
 `SLEEPFM_JAX_HOST_ALLOCATOR=system` to leave malloc alone. Where other threads got there first
 (a Jupyter kernel), the result says so (`arenas_before` > 1) and the environment variable
 `GLIBC_TUNABLES` (value: `TUNABLES`), set before the process starts, does the same from the
-start. It does nothing off glibc (macOS, musl) and never imports jax.
+start. It does nothing off glibc (macOS, musl); only `run_cpu_computations_inline` imports
+jax.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import pathlib
 import platform
@@ -36,6 +54,7 @@ import tempfile
 from typing import Any
 
 ENV_VAR = "SLEEPFM_JAX_HOST_ALLOCATOR"  # "system": leave malloc's defaults alone
+DISPATCH_ENV_VAR = "SLEEPFM_JAX_CPU_DISPATCH"  # "async": leave JAX's CPU dispatch alone
 
 # glibc <malloc.h> parameter numbers.
 M_TRIM_THRESHOLD = -1
@@ -97,3 +116,87 @@ def retain_freed_memory() -> dict[str, Any]:
             f"{arenas - 1} thread arena(s) existed before the call: threads using them still map "
             f"large blocks afresh; start the process with GLIBC_TUNABLES={TUNABLES} instead")
   return _applied
+
+
+def run_cpu_computations_inline() -> bool:
+  """Makes XLA:CPU run single-device computations inline when `retain_freed_memory` applied its
+  settings (module docstring); returns whether it did. Call it after `retain_freed_memory` and
+  before JAX starts its CPU client. `SLEEPFM_JAX_CPU_DISPATCH=async` leaves JAX's default."""
+  if not (_applied or {}).get("applied"):
+    return False
+  if os.environ.get(DISPATCH_ENV_VAR, "").strip().lower() == "async":
+    return False
+  import jax  # pylint: disable=import-outside-toplevel
+
+  jax.config.update("jax_cpu_enable_async_dispatch", False)
+  return True
+
+
+@functools.cache
+def _libc():
+  return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+class _MallInfo2(ctypes.Structure):
+  _fields_ = [(name, ctypes.c_size_t) for name in (
+      "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+      "fordblks", "keepcost")]
+
+
+def heap_stats() -> dict[str, float] | None:
+  """glibc's main heap now (`mallinfo2`, GiB): `heap` (obtained from the kernel), `in_use`, `free`
+  (held for reuse) and `top` (the free part at the heap's end, where a request larger than any
+  other free chunk is served from). None off glibc. A freed XLA temporary that is not at the top
+  may be split by later smaller requests; the next step's temporary then no longer fits there and
+  the heap grows by another block (docs/performance.md, "Memory")."""
+  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    return None
+  libc = _libc()
+  if not hasattr(libc, "mallinfo2"):  # glibc < 2.33
+    return None
+  libc.mallinfo2.restype = _MallInfo2
+  info = libc.mallinfo2()
+  gib = 1024.0 ** 3
+  return {"heap": round(info.arena / gib, 3), "in_use": round(info.uordblks / gib, 3),
+          "free": round(info.fordblks / gib, 3), "top": round(info.keepcost / gib, 3)}
+
+
+class StrandedMemory:
+  """Gives back to the kernel free heap memory stranded below the heap's top, keeping the top.
+
+  With the settings above, a step's freed temporaries that do not end at the heap's top (another
+  allocation landed above them while they were in use) can be split by later smaller requests;
+  the next step's temporaries then no longer fit there and come from the top, so the heap holds
+  two blocks for good (measured on the paper-shaped step: docs/performance.md, "Memory"). Called
+  between steps, this checks the heap (`heap_stats`, about a millisecond) and, when the free
+  memory below the top has grown by `threshold_gib` since the last release, calls glibc's
+  `malloc_trim` with the top as its pad: the stranded pages are unmapped (they fault in again
+  only if reused) while the top, where the temporaries are now served from, stays resident.
+  Does nothing when `retain_freed_memory` did not apply its settings.
+  """
+
+  def __init__(self, threshold_gib: float = 0.5):
+    self.threshold_gib = threshold_gib
+    self.level_gib = 0.0  # stranded free memory after the last release
+    self.released_gib = 0.0  # total given back
+    self._libc = None
+    if (_applied or {}).get("applied"):
+      self._libc = _libc()
+      self._libc.malloc_trim.argtypes = [ctypes.c_size_t]
+
+  def __call__(self) -> float:
+    """Releases stranded memory if it grew enough; returns the GiB below the top then released
+    (0.0 when nothing was done)."""
+    if self._libc is None:
+      return 0.0
+    stats = heap_stats()
+    if stats is None:
+      return 0.0
+    stranded = stats["free"] - stats["top"]
+    if stranded < self.level_gib + self.threshold_gib:
+      self.level_gib = min(self.level_gib, stranded)
+      return 0.0
+    self._libc.malloc_trim(int(stats["top"] * 1024 ** 3))
+    self.level_gib = stranded
+    self.released_gib += stranded
+    return stranded

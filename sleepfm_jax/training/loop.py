@@ -14,6 +14,9 @@ trainers share:
   of temporaries in host memory (the paper-shaped step with `remat="block:2"` at batch 32
   peaked at 13.6–21.6 GiB without the limit, 9.5 GiB with it, and was no faster without it;
   `benchmarks/loop_memory.py`, docs/performance.md "Memory");
+* on CPU, between steps, host heap memory stranded below the heap's top is given back
+  (`hostmem.StrandedMemory`): without it, one step in two or three left its temporaries where
+  the next step's could not reuse them, and the heap held a second 4 GiB block for good;
 * a tqdm bar;
 * an `after_step(step, state)` hook for what differs between trainers (validation, checkpoints,
   early stopping); it returns True to stop (the metrics of the interval so far are then logged),
@@ -35,6 +38,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from sleepfm_jax.training import hostmem
 from sleepfm_jax.training.metrics_log import MetricsLog
 
 State = Any
@@ -64,6 +68,8 @@ class Loop:
     max_in_flight: at most this many dispatched, unfinished steps (0: no limit; -1: auto,
       `in_flight_limit`).
     progress: show a tqdm bar; desc and leave are passed to it.
+    release_stranded: give back stranded host heap memory after each waited-for step (None:
+      auto, where steps are waited for on CPU; see `hostmem.StrandedMemory`).
 
   After `run`: `first_step_s` (None if no step ran), `train` (the last logged averages),
   `final_step` and `wall_s` (seconds `run` took).
@@ -73,7 +79,7 @@ class Loop:
                learning_rate: Callable[[int], float], start_step: int = 0, grad_accum: int = 1,
                transfer_guard: bool = True, log: MetricsLog | None = None,
                progress: bool = True, desc: str = "train", leave: bool = True,
-               max_in_flight: int = -1):
+               max_in_flight: int = -1, release_stranded: bool | None = None):
     self.total_steps = int(total_steps)
     self.start_step = int(start_step)
     self.batch_size = batch_size
@@ -84,6 +90,9 @@ class Loop:
     self.log = log
     self._bar_args = dict(enabled=progress, desc=desc, leave=leave)
     self.max_in_flight = in_flight_limit(max_in_flight)
+    if release_stranded is None:
+      release_stranded = self.max_in_flight == 1 and jax.default_backend() == "cpu"
+    self.release_stranded = hostmem.StrandedMemory() if release_stranded else None
     self.first_step_s: float | None = None
     self.train: dict[str, float] = {}
     self.final_step = self.start_step
@@ -128,6 +137,8 @@ class Loop:
         in_flight.append(metrics)
         while len(in_flight) >= self.max_in_flight:
           jax.block_until_ready(in_flight.popleft())
+        if self.release_stranded is not None:
+          self.release_stranded()
       self._seen += self.batch_size
       bar.update(1)
       if step == self.start_step + 1:  # keep compilation out of the throughput figures
