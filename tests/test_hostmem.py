@@ -113,7 +113,8 @@ def step(x, batch):
 
 # The trainer's loop on CPU: each step waited for, no pause between steps; threshold 0.05 GiB
 # (the loop's default, 0.5 GiB, is sized for the paper-shaped step's 4 GiB blocks).
-loop = Loop(total_steps=31, batch_size=1, log_every=31, learning_rate=lambda k: 0.0,
+STEPS = int(sys.argv[3])
+loop = Loop(total_steps=STEPS, batch_size=1, log_every=STEPS, learning_rate=lambda k: 0.0,
             transfer_guard=False, progress=False, release_stranded=sys.argv[1] == "release")
 if loop.release_stranded is not None:
   loop.release_stranded.threshold_gib = 0.05
@@ -126,7 +127,7 @@ start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if sys.argv[2] == "loop":
   x = loop.run(x, step, itertools.repeat(jnp.float32(0.0)))
 else:  # a plain loop waiting on every step
-  for _ in range(31):
+  for _ in range(STEPS):
     x, _ = step(x, jnp.float32(0.0))
     jax.block_until_ready(x)
 growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024
@@ -136,14 +137,15 @@ print(json.dumps({"inline": inline, "async": jax.config.values["jax_cpu_enable_a
 
 
 def _loop(release: str, dispatch: str | None = None, allocator: str | None = None,
-          driver: str = "loop") -> dict:
+          driver: str = "loop", steps: int = 8) -> dict:
   env = dict(os.environ)
   for var, value in ((hostmem.DISPATCH_ENV_VAR, dispatch), (hostmem.ENV_VAR, allocator)):
     env.pop(var, None)
     if value is not None:
       env[var] = value
   env.pop("GLIBC_TUNABLES", None)
-  out = subprocess.run([sys.executable, "-c", LOOP_CHILD, release, driver], env=env,
+  out = subprocess.run([sys.executable, "-c", LOOP_CHILD, release, driver, str(steps)],
+                       env=env,
                        capture_output=True, text=True, timeout=300, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -156,7 +158,7 @@ def test_step_loops_stay_near_one_set_of_temporaries():
   the CLIs set), a loop waiting on every step grew by at most one step's temporaries (0 in 5 of
   6 runs, 128 MiB in one on a loaded machine); giving back stranded heap memory between steps
   (what the training loop does on CPU) bounds the growth with asynchronous dispatch too
-  (measured: 0.12-0.25 GiB)."""
+  (measured: 0.12-0.25 GiB). 8 steps each here (about 3 s per step on 2 cores)."""
   inline = _loop("keep", driver="plain")
   assert inline["inline"] and not inline["async"], inline
   assert inline["growth_mib"] < 192, inline  # one step's temporaries (128 MiB), not several
@@ -165,7 +167,7 @@ def test_step_loops_stay_near_one_set_of_temporaries():
   assert released["async"] and released["released"], released
   assert released["growth_mib"] < 384, released  # three temporaries' worth
 
-  system = _loop("keep", allocator="system")  # glibc's defaults: nothing to protect
+  system = _loop("keep", allocator="system", steps=1)  # glibc's defaults: nothing to protect
   assert not system["inline"] and system["async"], system
 
 
