@@ -85,6 +85,15 @@ def _arena_count(libc) -> int:
     return pathlib.Path(f.name).read_text().count("<heap nr=")
 
 
+def _on_glibc() -> bool:
+  return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+@functools.cache
+def _libc():
+  return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def retain_freed_memory() -> dict[str, Any]:
   """Applies the allocator settings above once per process; returns what was done.
 
@@ -98,11 +107,11 @@ def retain_freed_memory() -> dict[str, Any]:
     return _applied
   if os.environ.get(ENV_VAR, "").strip().lower() == "system":
     _applied = {"applied": False, "reason": f"{ENV_VAR}=system"}
-  elif platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+  elif not _on_glibc():
     _applied = {"applied": False, "reason": f"not glibc ({platform.system()}, "
                                             f"{platform.libc_ver()[0] or 'unknown libc'})"}
   else:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _libc()
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     arenas = _arena_count(libc)
     failed = [name for name, param, value in SETTINGS if libc.mallopt(param, value) != 1]
@@ -132,11 +141,6 @@ def run_cpu_computations_inline() -> bool:
   return True
 
 
-@functools.cache
-def _libc():
-  return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-
-
 class _MallInfo2(ctypes.Structure):
   _fields_ = [(name, ctypes.c_size_t) for name in (
       "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
@@ -149,7 +153,7 @@ def heap_stats() -> dict[str, float] | None:
   other free chunk is served from). None off glibc. A freed XLA temporary that is not at the top
   may be split by later smaller requests; the next step's temporary then no longer fits there and
   the heap grows by another block (docs/performance.md, "Memory")."""
-  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+  if not _on_glibc():
     return None
   libc = _libc()
   if not hasattr(libc, "mallinfo2"):  # glibc < 2.33
