@@ -183,6 +183,19 @@ def test_cnn_overfits_a_fixed_batch(staging_trainer, synthetic_store):
   assert losses[0] > 1.0 and losses[-1] < 0.05, losses[::5]
 
 
+def test_cnn_step_closes_over_no_device_arrays(staging_trainer, synthetic_store):
+  """As the pretraining steps (test_train.device_constants): nothing for the transfer guard to
+  refuse on an accelerator."""
+  from test_train import device_constants  # pylint: disable=import-outside-toplevel
+
+  store = WindowStore(synthetic_store)
+  batch = staging_trainer.inputs(store.get_batch(np.arange(16)))
+  weights = supervised.class_weights(batch["label"], 5, balanced=True)
+  traced = staging_trainer._train_step.trace(  # pylint: disable=protected-access
+      staging_trainer.init(), batch, weights, 1e-3)
+  assert device_constants(traced) == []
+
+
 def test_cnn_predictions_are_out_of_fold_with_the_probe_folds(run_info, synthetic_store,
                                                               cnn_config, staging_trainer,
                                                               tmp_path):

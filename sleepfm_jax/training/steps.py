@@ -51,11 +51,15 @@ def make_steps(graphdef, config: ml_collections.ConfigDict, mesh: jax.sharding.M
   loss_fn = functools.partial(contrastive_loss, mode=config.loss.mode,
                               renormalise=config.loss.renormalise_rest, mesh=mesh)
   t_lo, t_hi = config.loss.temperature_min, config.loss.temperature_max
-  dropout_key = jax.random.key(config.seed + 2)
+  dropout_seed = int(config.seed) + 2
 
   def train_step(state, batch):
     model, optimizer = nnx.merge(graphdef, state)
     # Dropout noise is a pure function of (seed, update count): resumed runs replay it exactly.
+    # The key is made inside the trace from a Python int: a key array closed over would be a
+    # device constant that lowering copies to the host, which the loop's transfer guard refuses
+    # on GPU (not on CPU, where it costs no copy).
+    dropout_key = jax.random.key(dropout_seed)
     nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, optimizer.step[...]))
 
     def objective(model):

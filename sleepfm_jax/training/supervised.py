@@ -197,12 +197,14 @@ class Trainer:
     graphdef, abstract = nnx.split(nnx.eval_shape(make))
     state_sharding = jax.tree.map(lambda _: self._replicated, abstract)
     batch_sharding = sharding.data_sharding(self.mesh)
-    dropout_key = jax.random.key(config.seed + 2)
+    dropout_seed = int(config.seed) + 2
     modalities = tuple(self.in_channels)
 
     def train_step(state, batch, weights, learning_rate):
       model, optimizer = nnx.merge(graphdef, state)
-      # Dropout noise is a pure function of (seed, update count), as in pretraining.
+      # Dropout noise is a pure function of (seed, update count), as in pretraining; the key is
+      # made in the trace (a closed-over key array is a device constant: steps.make_steps).
+      dropout_key = jax.random.key(dropout_seed)
       nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, optimizer.step[...]))
 
       def objective(model):
