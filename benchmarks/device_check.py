@@ -2,8 +2,9 @@ r"""One command, one JSON: what this accelerator (or CPU) does with SleepFM, end
 
 On whatever `jax.devices()` is (GPU, TPU or CPU), in this order:
 
-1. peak: the best square matrix-product rate in float32 and bfloat16 (`roofline.peak_matmul`) and
-   the streaming bandwidth (`roofline.stream_bandwidth`);
+1. peak: the best square matrix-product rate in float32 and bfloat16 (`roofline.peak_matmul`, or
+   PyTorch's where XLA's GPU autotuning is off) and the streaming bandwidth
+   (`roofline.stream_bandwidth`);
 2. train_step: the trainer's paper-shaped step and the exporter's forward
    (`train_step.measure`) in every --dtypes at every --batches, with XLA's cost analysis of both;
 3. roofline: from 1 and 2, each program's achieved FLOP/s as a fraction of the measured peak of
@@ -20,8 +21,10 @@ check goes on; so is a benchmark entry that would start less than `RESERVE_S` be
 limit (batch sizes run smallest first, both dtypes each). Compilation times are cold: the
 persistent compilation cache is off unless --compilation_cache names a folder.
 
-On one GPU or TPU (not yet run on one): the benchmarks first, then the pretraining gets what
-they leave of --time_limit_s=460, up to --duration_s=300, so that the check ends within 8 minutes:
+On one GPU or TPU (run twice, partially, on an H200: docs/performance.md): the benchmarks first,
+then the pretraining gets what they leave of --time_limit_s=460, up to --duration_s=300, so that
+the check ends within 8 minutes. XLA's GPU autotuning is off (--gpu_autotune; it made the step's
+first compile take 339 s on the H200), and the peaks of part 1 are then PyTorch's (--peak_by):
 
   python benchmarks/device_check.py
 
@@ -80,6 +83,18 @@ _DURATION_S = flags.DEFINE_float("duration_s", 300.0, "Wanted length of the pret
 _MIN_STEPS = flags.DEFINE_integer("min_steps", 20, "Pretraining steps at least.")
 _TIME_LIMIT_S = flags.DEFINE_float("time_limit_s", 460.0, "The pretraining is shortened so that "
                                    "the whole check ends by then (seconds from the start).")
+_GPU_AUTOTUNE = flags.DEFINE_enum(
+    "gpu_autotune", "off", ["off", "xla"],
+    "off: XLA_FLAGS gets --xla_gpu_autotune_level=0 (unless XLA_FLAGS sets a level). On an H200 "
+    "XLA's autotuning made the paper-shaped step's first compile take 339 s (54 s without), too "
+    "long for the check's 8 minutes; the step ran no slower without it. xla: XLA's default. "
+    "Without autotuning XLA's own matrix products are slow, so the peaks are then measured by "
+    "PyTorch where it can use the device, else the roofline uses the vendor's peak.")
+_PEAK_BY = flags.DEFINE_enum(
+    "peak_by", "auto", ["auto", "jax", "torch"],
+    "Who measures the peak product rates: auto = PyTorch where GPU autotuning is off and PyTorch "
+    "can use the GPU (XLA's untuned products ran at 15 of 678 TFLOP/s in bfloat16 on an H200), "
+    "else JAX.")
 _LOADER_WORKERS = flags.DEFINE_integer("loader_workers", 0, "Grain worker processes of the "
                                        "pretraining (config.data.worker_count).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the SYNTHETIC data, store and run "
@@ -124,15 +139,59 @@ def nominal_peak(device_kind: str) -> dict[str, float]:
   return {}
 
 
-def measure_peaks(dtypes, sizes, rounds: int, gib: float, device_kind: str) -> dict[str, Any]:
-  """Part 1: measured peak product rate per dtype, nominal peak, streaming bandwidth."""
+def torch_peak_matmul(sizes, rounds: int, dtype: str, device: str) -> tuple[float, dict]:
+  """As `roofline.peak_matmul`, by PyTorch on `device` (float32 with TF32 allowed, as JAX's
+  default float32 products on GPUs)."""
+  from sleepfm_jax.training import torch_reference  # pylint: disable=import-outside-toplevel
+
+  torch = torch_reference.import_torch()
+  tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+  torch.backends.cuda.matmul.allow_tf32 = True
+  try:
+    square = {}
+    for n in sizes:
+      a = torch.full((n, n), 0.5, dtype=tdtype, device=device)
+      b = torch.full((n, n), 0.5, dtype=tdtype, device=device)
+
+      def product(a=a, b=b):
+        torch.mm(a, b)
+        sync()
+
+      square[n] = round(2.0 * n ** 3 / roofline.best_of(product, rounds) / 1e9, 1)
+      del a, b
+  finally:
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+  return max(square.values()), square
+
+
+def peak_source(peak_by: str, autotune_off: bool, backend: str) -> tuple[str, str | None]:
+  """("jax" or "torch", the torch device) for part 1."""
+  if peak_by == "jax" or (peak_by == "auto" and not (autotune_off and backend == "gpu")):
+    return "jax", None
+  device, reason = torch_device(backend)
+  if device is None:
+    if peak_by == "torch":
+      raise ValueError(f"--peak_by=torch: {reason}")
+    return "jax", None
+  return "torch", device
+
+
+def measure_peaks(dtypes, sizes, rounds: int, gib: float, device_kind: str,
+                  by: tuple[str, str | None] = ("jax", None)) -> dict[str, Any]:
+  """Part 1: peak product rate per dtype (by JAX, or by PyTorch on `by[1]`), nominal peak,
+  streaming bandwidth (JAX)."""
   nominal = nominal_peak(device_kind)
-  out: dict[str, Any] = {}
+  out: dict[str, Any] = {"measured_by": by[0]}
   for dtype in dtypes:
-    peak, square = roofline.peak_matmul(sizes, rounds, dtype)
+    if by[0] == "torch":
+      peak, square = torch_peak_matmul(sizes, rounds, dtype, by[1])
+    else:
+      peak, square = roofline.peak_matmul(sizes, rounds, dtype)
     out[dtype] = {"peak_gflop_per_s": peak, "square_matmul_gflop_per_s": square,
                   "nominal_peak_gflop_per_s": nominal.get(dtype)}
-    _say(f"peak {dtype}: {peak:.1f} GFLOP/s measured"
+    _say(f"peak {dtype}: {peak:.1f} GFLOP/s measured by {by[0]}"
          + (f", {nominal[dtype]:.0f} nominal" if dtype in nominal else ""))
   out["stream_gb_per_s"] = round(roofline.stream_bandwidth(gib, rounds), 1)
   _say(f"stream bandwidth: {out['stream_gb_per_s']} GB/s")
@@ -378,8 +437,24 @@ def device_name(host: dict[str, Any]) -> str:
   return re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_")
 
 
+AUTOTUNE_FLAG = "--xla_gpu_autotune_level=0"
+
+
+def set_gpu_autotune(mode: str) -> bool:
+  """Before JAX starts its backends: turns XLA's GPU autotuning off for `mode == "off"` unless
+  XLA_FLAGS already sets a level. Returns whether it is off (CPU and TPU ignore the flag)."""
+  current = os.environ.get("XLA_FLAGS", "")
+  if "xla_gpu_autotune_level" in current:
+    return "xla_gpu_autotune_level=0" in current
+  if mode == "off":
+    os.environ["XLA_FLAGS"] = f"{current} {AUTOTUNE_FLAG}".strip()
+    return True
+  return False
+
+
 def main(argv):
   del argv
+  autotune_off = set_gpu_autotune(_GPU_AUTOTUNE.value)
   # JAX takes 75 % of GPU memory at start; leave PyTorch room for its part (unless set).
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.6")
   cli.start()
@@ -399,13 +474,15 @@ def main(argv):
       "preset": preset, "channels": common.PAPER_CHANNELS, "samples": _SAMPLES.value,
       "host": host, "device_count": jax.device_count(),
       "xla_python_client_mem_fraction": os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"),
+      "gpu_autotune_off": autotune_off,
   }
   _say(f"{host['backend']}: {jax.device_count()} x {host['device_kind']}, preset {preset}")
   out = _OUT.value or str(common.RESULTS / f"device_check_{device_name(host)}.json")
 
   # -- 1. peak rates --
   result["peak"] = measure_peaks(_DTYPES.value, [int(n) for n in _PEAK_SIZES.value],
-                                 _PEAK_ROUNDS.value, _BANDWIDTH_GIB.value, host["device_kind"])
+                                 _PEAK_ROUNDS.value, _BANDWIDTH_GIB.value, host["device_kind"],
+                                 peak_source(_PEAK_BY.value, autotune_off, host["backend"]))
 
   # -- 2. the trainer's step and the exporter's forward; 3. their roofline fractions --
   benchmark_steps(result, batches, preset, deadline, out)

@@ -1,6 +1,7 @@
 """`benchmarks/device_check.py` end to end on CPU with tiny settings: every part runs and the JSON
 holds real numbers (the GPU/TPU run uses the same code with the default flags)."""
 
+import importlib.util
 import json
 import math
 import os
@@ -29,8 +30,11 @@ def test_device_check_cpu_smoke(tmp_path):
   # compilation cache makes a rerun compile from it.
   env = dict(os.environ, XLA_FLAGS="")
   cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", "none")
+  # The peaks by PyTorch (what a GPU without XLA's autotuning uses), where it is installed.
+  with_torch = importlib.util.find_spec("torch") is not None
   proc = subprocess.run(
       [sys.executable, str(REPO / "benchmarks" / "device_check.py"), *SMOKE, f"--out={out}",
+       f"--peak_by={'torch' if with_torch else 'jax'}",
        f"--compilation_cache={cache}", f"--workdir={tmp_path / 'work'}"],
       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -38,6 +42,9 @@ def test_device_check_cpu_smoke(tmp_path):
   r = json.loads(out.read_text())
   assert r["benchmark"] == "device_check" and r["preset"] == "paper,quick"
   assert r["host"]["backend"] == "cpu" and r["settings"]["batches"] == ["2"]
+  # GPU autotuning off by default: the flag reaches XLA (which ignores it on CPU)
+  assert r["gpu_autotune_off"] and "--xla_gpu_autotune_level=0" in r["host"]["xla_flags"]
+  assert r["peak"]["measured_by"] == ("torch" if with_torch else "jax")
 
   for dtype in ("float32", "bfloat16"):
     assert _positive(r["peak"][dtype]["peak_gflop_per_s"])
