@@ -23,6 +23,7 @@ work directory, so an interrupted or extended run (more seeds) only computes wha
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import pathlib
@@ -72,6 +73,9 @@ class Settings:
   dtype: str = "float32"  # pretraining compute dtype (float32 or bfloat16): the bf16 comparison
   export_dtype: str = ""  # the embedding export's compute dtype; "" = the pretraining dtype
   width: float = 1.0  # scales the encoders' channel widths and head (e.g. 0.5: a cheaper model)
+  # Pretraining config overrides, "key=value" (e.g. "optim.lr=0.001", "loss.temperature_init=2.0"):
+  # a learning-rate or temperature sweep, each setting in a workdir of its own.
+  pretrain_overrides: tuple[str, ...] = ()
   progress: bool = True
 
   @property
@@ -145,6 +149,29 @@ def sleepedf_store(root: pathlib.Path, s: Settings) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+def apply_overrides(config, overrides: Sequence[str]) -> None:
+  """Sets each "dotted.key=value" of `overrides` on `config` (values as Python literals, else
+  strings); an unknown key or a value of the wrong type is an error naming the override."""
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ValueError(f"pretrain override {item!r}: expected key=value")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *path, last = key.strip().split(".")
+    node = config
+    try:
+      for name in path:
+        node = node[name]
+      if last not in node:
+        raise KeyError(last)
+      node[last] = value
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"pretrain override {item!r}: {type(e).__name__}: {e}") from e
+
+
 def pretrain_config(s: Settings, store: str, mode: str, seed: int):
   from sleepfm_jax.configs import pretrain  # pylint: disable=import-outside-toplevel
 
@@ -153,6 +180,7 @@ def pretrain_config(s: Settings, store: str, mode: str, seed: int):
   if s.width != 1.0:
     config.model.widths = tuple(max(4, round(w * s.width)) for w in config.model.widths)
     config.model.head_width = max(4, round(config.model.head_width * s.width))
+  apply_overrides(config, s.pretrain_overrides)
   config.data.store = store
   config.loss.mode = mode
   config.seed = seed

@@ -104,3 +104,17 @@ def test_the_cnn_trains_on_the_chosen_subset_of_the_probes_budgets():
   assert evidence.cnn_budgets(evidence.Settings(label_subjects=(1, 0)), blist) == blist
   e = evidence.Settings(dataset="sleepedf", label_fractions=(0.1, 1.0), cnn_label_fractions=(1.0,))
   assert [b.name for b in evidence.cnn_budgets(e, evidence.budgets(e))] == ["100 %"]
+
+
+def test_pretrain_overrides_set_the_config_and_reject_unknown_keys():
+  s = evidence.Settings(steps=10,
+                        pretrain_overrides=("optim.lr=0.0005", "loss.temperature_init=2.0"))
+  config = evidence.pretrain_config(s, "store", "leave_one_out", seed=1)
+  default = evidence.pretrain_config(evidence.Settings(steps=10), "store", "leave_one_out", seed=1)
+  assert config.optim.lr == 0.0005 and config.loss.temperature_init == 2.0
+  assert default.optim.lr != 0.0005 and default.loss.temperature_init != 2.0
+  assert config.loss.mode == "leave_one_out" and config.seed == 1  # the run's own keys still set
+  for bad in ("optim.lr_typo=1", "optim.lr", "nothing.lr=1", "optim.lr='fast'"):
+    with pytest.raises(ValueError, match="pretrain override"):
+      evidence.pretrain_config(evidence.Settings(pretrain_overrides=(bad,)), "store",
+                               "leave_one_out", seed=0)
