@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -52,15 +53,21 @@ def child(remat: str, batch: int, steps: int, limit: int, release: bool) -> dict
   with common.RssSampler() as rss:
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = time.perf_counter()
-    state = loop.run(step.state, lambda s, b: step.compiled(s, b), itertools.repeat(step.inputs))
+    ends = []  # with max_in_flight=1 each step has finished when after_step sees it
+    state = loop.run(step.state, lambda s, b: step.compiled(s, b), itertools.repeat(step.inputs),
+                     after_step=lambda k, s: ends.append(time.perf_counter()))
     jax.block_until_ready(state)
     step_s = (time.perf_counter() - t) / steps
+    each_s = [b - a for a, b in zip([t] + ends[:-1], ends)]
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
   return {"remat": remat, "batch": batch, "max_in_flight": limit, "steps": steps,
           "inline": not jax.config.values["jax_cpu_enable_async_dispatch"],
           "temp_gib": round(step.compiled.memory_analysis().temp_size_in_bytes / 1024.0 ** 3, 2),
           "rss_before_gib": round(rss.start_mib / 1024.0, 2),
           "peak_rss_gib": round(rss.peak_mib / 1024.0, 2), "step_s": round(step_s, 3),
+          # per step: meaningful with max_in_flight=1 (a step ends before the next is dispatched)
+          "step_s_median": round(statistics.median(each_s), 3),
+          "step_s_each": [round(x, 3) for x in each_s],
           "minor_faults_per_step": round(faults), "heap_before": heap_before,
           "release_stranded": loop.release_stranded is not None,
           "released_gib": round(loop.release_stranded.released_gib, 2)

@@ -8,7 +8,7 @@ from flax import nnx
 
 from sleepfm_jax.models import effnet1d
 from sleepfm_jax.models.effnet1d import (BatchNorm1d, Conv1d, EffNet1D, count_params,
-                                         remat_stage_count)
+                                         remat_stage_count, resolve_remat)
 
 @nnx.jit(static_argnames=("train", "return_intermediates"))
 def apply(model, x, train, return_intermediates=False):
@@ -275,6 +275,10 @@ def test_block_remat_cuts_the_compiled_steps_temporaries():
 
 def test_remat_setting_is_checked():
   assert [remat_stage_count(r, 7) for r in ("none", "block", "block:0", "block:3")] == [0, 7, 0, 3]
+  # "auto": the first two stages on a CPU backend (where the tests run), none on accelerators
+  assert jax.default_backend() == "cpu" and remat_stage_count("auto", 7) == 2
+  assert resolve_remat("auto", "gpu") == resolve_remat("auto", "tpu") == "none"
+  assert resolve_remat("auto", "cpu") == "block:2" and resolve_remat("block", "gpu") == "block"
   for bad in ("all", "block:8", "block:-1", "block:x", "stage:2"):
     with pytest.raises(ValueError, match="block:N"):
       remat_stage_count(bad, 7)
