@@ -58,6 +58,17 @@ def test_spread_table_compares_means_with_two_reference_sds(tmp_path):
   assert "| recall@10 (mean of directions) | 0.250 ± 0.000 | 0.250 ± 0.000 |" in near
 
 
+def test_primary_table_puts_the_variants_side_by_side(tmp_path):
+  merged = merge.merge({"f32": _variant(0.0), "far": _variant(0.0, val_loss=(3.4, 3.5, 3.6))})
+  (tmp_path / "m.json").write_text(json.dumps(merged))
+  md = "<!-- results: m primary sources=loo_f32,loo_far -->\n<!-- /results -->\n"
+  out = results_doc.render(md, tmp_path)
+  assert ("| source | validation loss | validation top-1 | recall@10 (mean of directions) |"
+          in out)
+  assert "| loo_f32 | 3.100 ± 0.100 |" in out and "| loo_far | 3.500 ± 0.100 |" in out
+  assert "0.810 ± 0.010" in out and "Mean ± sd over 3 seeds." in out
+
+
 def test_curves_and_cli_merge_two_evidence_workdirs(tmp_path):
   for tag, shift in (("f32", 0.0), ("bf16", 0.01)):
     work = tmp_path / tag

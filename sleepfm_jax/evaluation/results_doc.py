@@ -207,8 +207,23 @@ def _spread_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
       f"\nMean ± sd over seeds; 'within': |mean {a} − mean {b}| ≤ 2 sd of {b}.\n")
 
 
+def _primary_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
+  """One row per source of `sources=`, one column per primary metric (`_primary`): e.g. the
+  settings of a sweep side by side."""
+  sources = _csv(opts.get("sources")) or []
+  per = {s: _primary(data, s) for s in sources}
+  metrics = list(dict.fromkeys(m for p in per.values() for m in p))
+  body = [[s, *(seeds.fmt(seeds.summary(list(per[s].get(m, {}).values()))) for m in metrics)]
+          for s in sources]
+  n = max((len(v) for p in per.values() for v in p.values()), default=0)
+  return _table(["source", *metrics], body) + (
+      f"\nMean ± sd over {n} seed{'s' if n != 1 else ''}"
+      f"{' (one seed: sd 0 is no spread measured)' if n == 1 else ''}.\n")
+
+
 _KINDS = {"metric": _metric_table, "paired": _paired_table, "retrieval": _retrieval_table,
-          "budget": _budget_table, "content": _content_table, "spread": _spread_table}
+          "budget": _budget_table, "content": _content_table, "spread": _spread_table,
+          "primary": _primary_table}
 
 
 def render(markdown: str, results_dir: str | pathlib.Path) -> str:
