@@ -54,6 +54,20 @@ def test_bad_markers_name_the_problem(tmp_path):
   (tmp_path / "exp.json").write_text(json.dumps(_experiment()))
   with pytest.raises(ValueError, match="unknown kind"):
     results_doc.render("<!-- results: exp pie -->\n<!-- /results -->", tmp_path)
+  # a marker the pattern cannot match (no closing line) is an error, not a silently stale table
+  with pytest.raises(ValueError, match="1 opened at a line start, 0 matched"):
+    results_doc.render("<!-- results: exp pie -->\n", tmp_path)
+
+
+def test_markers_may_name_retrieval_directions(tmp_path):
+  """Directions hold "->"; such a marker used to match nothing and stay empty."""
+  exp = {"retrieval": [{"source": "loo", "seed": 0, "direction": "bas->ecg", "n_candidates": 100,
+                        "recall@10": 0.3, "chance@10": 0.1, "median_rank": 12.0}]}
+  (tmp_path / "exp.json").write_text(json.dumps(exp))
+  out = results_doc.render(
+      "<!-- results: exp retrieval sources=loo directions=bas->ecg -->\n<!-- /results -->\n",
+      tmp_path)
+  assert "| loo | bas->ecg | 100 | 0.300 ± 0.000 | 3.0× (min 3.0×) | 12 |" in out
 
 
 def test_docs_results_md_matches_its_json_files():

@@ -41,7 +41,8 @@ from typing import Any
 from sleepfm_jax.evaluation import content, seeds
 
 BASELINE_FEATURES = ("cnn", "spectral", "oracle")  # rows whose feature is the model itself
-_MARK = re.compile(r"<!-- results: (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- /results -->",
+# The arguments may hold "->" (retrieval directions); they end at the first " -->".
+_MARK = re.compile(r"<!-- results: (?P<args>(?:(?! -->).)*?) -->\n(?P<body>.*?)<!-- /results -->",
                    re.DOTALL)
 
 
@@ -242,4 +243,9 @@ def render(markdown: str, results_dir: str | pathlib.Path) -> str:
     table = _KINDS[kind](cache[experiment], opts)
     return f"<!-- results: {m.group('args')} -->\n{table}<!-- /results -->"
 
-  return _MARK.sub(one, markdown)
+  out, count = _MARK.subn(one, markdown)
+  opened = len(re.findall(r"^<!-- results: ", markdown, re.MULTILINE))
+  if count != opened:  # a marker the pattern misses would stay stale, silently
+    raise ValueError(f"results markers: {opened} opened at a line start, {count} matched (each "
+                     "needs '<!-- results: ARGS -->', a newline, then '<!-- /results -->')")
+  return out
