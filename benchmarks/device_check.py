@@ -89,7 +89,8 @@ _GPU_AUTOTUNE = flags.DEFINE_enum(
     "XLA's autotuning made the paper-shaped step's first compile take 339 s (54 s without), too "
     "long for the check's 8 minutes; the step ran no slower without it. xla: XLA's default. "
     "Without autotuning XLA's own matrix products are slow, so the peaks are then measured by "
-    "PyTorch where it can use the device, else the roofline uses the vendor's peak.")
+    "PyTorch where it can use the device (--peak_by; else by JAX, understated: "
+    "fraction_of_nominal_peak is the figure to read then).")
 _PEAK_BY = flags.DEFINE_enum(
     "peak_by", "auto", ["auto", "jax", "torch"],
     "Who measures the peak product rates: auto = PyTorch where GPU autotuning is off and PyTorch "

@@ -98,7 +98,8 @@ def main():
       (int(k) for k in args.max_in_flight.split(",")), range(args.repeats)):
     env = dict(os.environ, SLEEPFM_JAX_CPU_DISPATCH=dispatch)
     proc = subprocess.run([sys.executable, __file__, f"--child={limit}", f"--remat={args.remat}",
-                           f"--batch={args.batch}", f"--steps={args.steps}", f"--release={release}"],
+                           f"--batch={args.batch}", f"--steps={args.steps}",
+                           f"--release={release}"],
                           capture_output=True, text=True, check=False, env=env)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     row = json.loads(lines[-1]) if lines else {"max_in_flight": limit, "error": proc.stderr[-500:]}

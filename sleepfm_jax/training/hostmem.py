@@ -31,11 +31,11 @@ come from the heap's top, a second block for good (the paper-shaped step at batc
 of 4.9 GiB in half the runs); it gives such stranded memory back and keeps the top.
 docs/performance.md, "Memory", has the measurements.
 
-Call `retain_freed_memory`, then `run_cpu_computations_inline`, first thing in a program's `main()`, before JAX starts its CPU client (the first
-computation or `jax.devices()`): threads that already allocated have their own arenas and keep
-mapping large blocks afresh, and the dispatch mode is read when the client starts. The CLIs in
-`experiments/` and the benchmarks call both; set
-`SLEEPFM_JAX_HOST_ALLOCATOR=system` to leave malloc alone. Where other threads got there first
+Call `retain_freed_memory`, then `run_cpu_computations_inline`, first thing in a program's
+`main()`, before JAX starts its CPU client (the first computation or `jax.devices()`): threads
+that already allocated have their own arenas and keep mapping large blocks afresh, and the
+dispatch mode is read when the client starts. The CLIs in `experiments/` and the benchmarks call
+both; set `SLEEPFM_JAX_HOST_ALLOCATOR=system` to leave malloc alone. Where other threads got there first
 (a Jupyter kernel), the result says so (`arenas_before` > 1) and the environment variable
 `GLIBC_TUNABLES` (value: `TUNABLES`), set before the process starts, does the same from the
 start. It does nothing off glibc (macOS, musl); only `run_cpu_computations_inline` imports
@@ -89,9 +89,21 @@ def _on_glibc() -> bool:
   return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
+class _MallInfo2(ctypes.Structure):
+  _fields_ = [(name, ctypes.c_size_t) for name in (
+      "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+      "fordblks", "keepcost")]
+
+
 @functools.cache
 def _libc():
-  return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+  """glibc, with the prototypes of the functions used here declared once."""
+  libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+  libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+  libc.malloc_trim.argtypes = [ctypes.c_size_t]
+  if hasattr(libc, "mallinfo2"):  # glibc >= 2.33
+    libc.mallinfo2.restype = _MallInfo2
+  return libc
 
 
 def retain_freed_memory() -> dict[str, Any]:
@@ -112,7 +124,6 @@ def retain_freed_memory() -> dict[str, Any]:
                                             f"{platform.libc_ver()[0] or 'unknown libc'})"}
   else:
     libc = _libc()
-    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     arenas = _arena_count(libc)
     failed = [name for name, param, value in SETTINGS if libc.mallopt(param, value) != 1]
     if failed:
@@ -141,12 +152,6 @@ def run_cpu_computations_inline() -> bool:
   return True
 
 
-class _MallInfo2(ctypes.Structure):
-  _fields_ = [(name, ctypes.c_size_t) for name in (
-      "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-      "fordblks", "keepcost")]
-
-
 def heap_stats() -> dict[str, float] | None:
   """glibc's main heap now (`mallinfo2`, GiB): `heap` (obtained from the kernel), `in_use`, `free`
   (held for reuse) and `top` (the free part at the heap's end, where a request larger than any
@@ -158,7 +163,6 @@ def heap_stats() -> dict[str, float] | None:
   libc = _libc()
   if not hasattr(libc, "mallinfo2"):  # glibc < 2.33
     return None
-  libc.mallinfo2.restype = _MallInfo2
   info = libc.mallinfo2()
   gib = 1024.0 ** 3
   return {"heap": round(info.arena / gib, 3), "in_use": round(info.uordblks / gib, 3),
@@ -186,7 +190,6 @@ class StrandedMemory:
     self._libc = None
     if (_applied or {}).get("applied"):
       self._libc = _libc()
-      self._libc.malloc_trim.argtypes = [ctypes.c_size_t]
 
   def __call__(self) -> float:
     """Releases stranded memory if it grew enough; returns the GiB below the top then released
