@@ -119,6 +119,19 @@ def _pointwise_bwd(res, dy):
 pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
+def _broadcast_cast(param: Array, shape: Sequence[int], dtype: DType) -> Array:
+  """`param` (a per-channel vector) broadcast to the activations' `shape`, then cast to `dtype`.
+
+  Broadcasting before the cast matters for the backward pass in bfloat16: the gradient of a
+  broadcast parameter is a sum over every batch and time position. Cast first and broadcast
+  second, that sum runs in bfloat16 (XLA transposes the broadcast in the activations' dtype),
+  and an 8-bit mantissa cannot hold a running sum of tens of thousands of terms: a bias fed
+  32 x 960 ones got 7680 instead of 30720. Broadcast first, and the sum runs in the parameter's
+  float32 (tests/test_effnet1d.py).
+  """
+  return jnp.broadcast_to(param, shape).astype(dtype)
+
+
 class Conv1d(nnx.Module):
   """1-D convolution on NWC activations with PyTorch's symmetric zero padding.
 
@@ -173,17 +186,19 @@ class Conv1d(nnx.Module):
 
   def __call__(self, x: Array) -> Array:
     x = x.astype(self.dtype)
-    kernel = self.kernel[...].astype(self.dtype)
-    bias = self.bias[...].astype(self.dtype)
     if self.depthwise:
-      y = bias
-      for j, tap in enumerate(self._taps(x)):
-        y = y + tap * kernel[j, 0]
+      taps = self._taps(x)
+      y = _broadcast_cast(self.bias[...], taps[0].shape, self.dtype)
+      for j, tap in enumerate(taps):
+        y = y + tap * _broadcast_cast(self.kernel[j, 0], tap.shape, self.dtype)
       return y
+    kernel = self.kernel[...].astype(self.dtype)
     if self.kernel_size == 1 and self.stride == 1 and self.padding == 0:
-      return pointwise(x, kernel[0]) + bias
-    patches = jnp.concatenate(self._taps(x), axis=-1)  # [B, T', k * C_in], tap-major as kernel
-    return pointwise(patches, kernel.reshape(-1, self.out_features)) + bias
+      y = pointwise(x, kernel[0])
+    else:
+      patches = jnp.concatenate(self._taps(x), axis=-1)  # [B, T', k * C_in], tap-major
+      y = pointwise(patches, kernel.reshape(-1, self.out_features))
+    return y + _broadcast_cast(self.bias[...], y.shape, self.dtype)
 
 
 def _bn_statistics(x: Array) -> tuple[Array, Array]:
