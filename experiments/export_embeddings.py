@@ -31,7 +31,8 @@ _UNTRAINED = flags.DEFINE_integer(
     "freshly initialised weights from this seed (nothing restored; with --store).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Preprocessing processes (with --input).")
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
-                           "Compute dtype of the forward pass (default: the checkpoint's).")
+                           "Compute dtype of the forward pass (default: float32, whatever the training "
+                           "dtype).")
 cli.define_renamed("output", "out")
 cli.require("out")
 cli.define_distributed_flags()

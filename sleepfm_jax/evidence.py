@@ -208,7 +208,7 @@ def pretrain(run: pathlib.Path, config) -> dict[str, Any]:
 def embeddings(checkpoint, store: str, out: pathlib.Path, recordings: Sequence[str],
                dtype: str = "") -> emb_format.EmbeddingSet:
   """Exports (or reuses) the embeddings of `recordings`; `checkpoint` is a run or an Embedder,
-  `dtype` the forward pass's compute dtype for a run ("" = its training dtype)."""
+  `dtype` the forward pass's compute dtype for a run ("" = the exporter's default, float32)."""
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
   if not (out / "index.json").exists():
@@ -400,14 +400,14 @@ def run_synthetic(s: Settings, log=print) -> dict[str, Any]:
       out["budget"].append({"source": name, "what": "pretraining", "seed": seed, **cost})
       recordings = runs_lib.held_out_recordings(runs_lib.run_splits(str(run)))
       es = embeddings(str(run), stores[coupling], cache / f"emb_{name}", recordings,
-                      s.export_dtype)
+                      s.export_dtype or s.dtype)
       out["retrieval"] += _json(cache / f"retrieval_{name}.json", lambda es=es, name=name: (
           retrieval_rows(es, name, seed, s.retrieval_candidates)))
       if coupling == "none":
         continue
       if held is None:
         held = (run, recordings, es)
-        ctrl = embeddings(untrained(run, seed, s.export_dtype), stores[coupling],
+        ctrl = embeddings(untrained(run, seed, s.export_dtype or s.dtype), stores[coupling],
                           cache / "emb_untrained", recordings)
         out["retrieval"] += _json(cache / "retrieval_untrained.json", lambda: retrieval_rows(
             ctrl, "untrained", seed, s.retrieval_candidates))
@@ -476,9 +476,10 @@ def run_sleepedf(s: Settings, log=print) -> dict[str, Any]:
     split = runs_lib.run_splits(str(run))
     held = held_out_windows(split)
     recordings = list(store.recording_ids)
-    full = embeddings(str(run), store_path, cache / "emb_loo", recordings, s.export_dtype)
-    ctrl = embeddings(untrained(run, seed, s.export_dtype), store_path, cache / "emb_untrained",
-                      recordings)
+    full = embeddings(str(run), store_path, cache / "emb_loo", recordings,
+                      s.export_dtype or s.dtype)
+    ctrl = embeddings(untrained(run, seed, s.export_dtype or s.dtype), store_path,
+                      cache / "emb_untrained", recordings)
     rows_of = store_rows(store, full.recording_id, full.epoch)
     inductive = np.isin(rows_of, held)
     for name, es in (("loo", full.subset(inductive)), ("untrained", ctrl.subset(inductive)),

@@ -110,8 +110,9 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
     checkpoint: where the checkpoint is; a work directory uses its best-validation checkpoint.
     batch_size: windows per forward pass (a multiple of the number of devices used).
     devices: devices to embed on; default this process's local devices.
-    dtype: compute dtype of the forward pass ("float32" or "bfloat16"); default the
-      checkpoint's training dtype.
+    dtype: compute dtype of the forward pass ("float32" or "bfloat16"); default float32, whatever
+      the training dtype: exact, cheap next to training, and an untrained encoder's embeddings
+      need it (see `untrained_embedder`).
   """
   meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices,
                                                             dtype)
@@ -150,8 +151,7 @@ def _architecture(checkpoint: str, batch_size: int, devices: Sequence[jax.Device
                   dtype: str | None = None):
   meta = checkpointing.load_meta(checkpoint)
   config = ml_collections.ConfigDict(meta["config"])
-  if dtype is not None:  # the forward pass's compute dtype instead of the training one
-    config.model.dtype = dtype
+  config.model.dtype = dtype or "float32"  # the forward pass's, not the training dtype
   in_channels = {m: int(n) for m, n in meta["in_channels"].items()}
   channels = {m: tuple(c) for m, c in meta["channels"].items()}
   devices = list(devices or jax.local_devices())

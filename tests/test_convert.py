@@ -254,6 +254,7 @@ def test_converted_checkpoint_embeds_like_pytorch(tmp_path):
   assert meta["channels"] == {"bas": ["C3-M2", "C4-M1", "O1-M2", "O2-M1", "E1-M2"],
                               "ecg": ["ECG"], "resp": ["Thorax", "SpO2", "Abdomen"]}
   assert meta["sample_rate"] == 256 and meta["preprocessing"]["normalise"] == "none"
+  assert meta["config"]["model"]["dtype"] == "auto"  # the paper preset: bfloat16 on accelerators
   assert meta["converted_from"]["temperature"] == pytest.approx(0.5, abs=0.01)
 
   embedder = export.load_embedder(str(tmp_path / "converted"), batch_size=4, devices=jax.devices()[:1])

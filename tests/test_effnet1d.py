@@ -302,6 +302,12 @@ def test_remat_setting_is_checked():
   assert jax.default_backend() == "cpu" and remat_stage_count("auto", 7) == 2
   assert resolve_remat("auto", "gpu") == resolve_remat("auto", "tpu") == "none"
   assert resolve_remat("auto", "cpu") == "block:2" and resolve_remat("block", "gpu") == "block"
+  # dtype "auto" (the paper preset's): bfloat16 on accelerators, float32 on CPU
+  assert effnet1d.resolve_dtype("auto", "gpu") == effnet1d.resolve_dtype("auto", "tpu") == \
+      "bfloat16"
+  assert effnet1d.resolve_dtype("auto", "cpu") == effnet1d.resolve_dtype("auto") == "float32"
+  assert effnet1d.resolve_dtype("float32", "gpu") == "float32"
+  assert effnet1d.resolve_dtype("bfloat16", "cpu") == "bfloat16"
   for bad in ("all", "block:8", "block:-1", "block:x", "stage:2"):
     with pytest.raises(ValueError, match="block:N"):
       remat_stage_count(bad, 7)

@@ -167,6 +167,25 @@ def test_untrained_control_has_the_architecture_but_not_the_weights(exported, sy
   np.testing.assert_array_equal(a.stage, es.stage[rows])
 
 
+def test_export_computes_in_float32_unless_told(synthetic_run, monkeypatch):
+  """The export's default compute dtype is float32 whatever the run trained in (the `paper`
+  preset trains in bfloat16 on accelerators; an untrained control exported in bfloat16 scores
+  chance): a run whose config says bfloat16 or "auto" still exports in float32."""
+  workdir, _, _ = synthetic_run
+  load_meta = export.checkpointing.load_meta
+  for trained in ("bfloat16", "auto"):
+    def meta_as_trained(path, trained=trained):
+      meta = load_meta(path)
+      meta["config"]["model"]["dtype"] = trained
+      return meta
+    monkeypatch.setattr(export.checkpointing, "load_meta", meta_as_trained)
+    assert export.load_embedder(str(workdir)).model.encoders["bas"].dtype == np.dtype("float32")
+    control = export.untrained_embedder(str(workdir), seed=1)
+    assert control.model.encoders["ecg"].dtype == np.dtype("float32")
+    assert export.load_embedder(str(workdir), dtype="bfloat16").model.encoders[
+        "bas"].dtype == np.dtype("bfloat16")
+
+
 def test_export_dtype_overrides_the_training_dtype(exported, synthetic_run, synthetic_store,
                                                    tmp_path):
   """`dtype=` sets the export's compute dtype (the bf16 comparison exports bf16-trained runs in

@@ -85,8 +85,9 @@ def encoder() -> ml_collections.ConfigDict:
   m.depths = (1, 2, 2, 3, 3, 3, 3)
   m.head_width = 1280
   m.dropout = 0.5
-  # compute dtype: "float32" or "bfloat16" (parameters, BN statistics, the loss and the
-  # temperature stay float32); bfloat16 training failed its check by outcome (docs/model.md)
+  # compute dtype: "float32", "bfloat16" (parameters, BN statistics, the loss and the
+  # temperature stay float32) or "auto" (bfloat16 on accelerators, float32 on CPU; the `paper`
+  # preset's). bfloat16 training passed its check by outcome (docs/model.md, results.md §4b).
   m.dtype = "float32"
   # "block": keep only each bottleneck's input for the backward pass and recompute the rest
   # there (less memory, more compute; docs/performance.md "Memory"); "block:N": only in the

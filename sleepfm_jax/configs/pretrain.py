@@ -113,6 +113,9 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     # "block:2" on CPU (the paper-shaped step's peak host memory below the original's), "none"
     # on accelerators: models/effnet1d.py, resolve_remat.
     c.model.remat = "auto"
+    # bfloat16 compute on accelerators, float32 on CPU (no bfloat16 arithmetic there):
+    # models/effnet1d.py, resolve_dtype; validated by outcome in docs/results.md §4b.
+    c.model.dtype = "auto"
     common.original_optimizer(c.optim)
     c.num_epochs = 20.0
     c.eval_every = 1000

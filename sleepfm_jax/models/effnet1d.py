@@ -451,6 +451,15 @@ def resolve_remat(remat: str, backend: str | None = None) -> str:
   return CPU_REMAT if (backend or jax.default_backend()) == "cpu" else "none"
 
 
+def resolve_dtype(dtype: str, backend: str | None = None) -> str:
+  """The compute dtype, with "auto" replaced: "float32" on a CPU backend (`jax.default_backend()`
+  unless given; no bfloat16 arithmetic there, so bfloat16 is slower), "bfloat16" elsewhere.
+  bfloat16 training passed its check by outcome against float32 (docs/results.md §4b)."""
+  if dtype != "auto":
+    return dtype
+  return "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
+
+
 def remat_stage_count(remat: str, stages: int) -> int:
   """How many leading MBConv stages recompute their bottlenecks: "none" -> 0, "block" -> all,
   "block:N" -> N (0 <= N <= stages), "auto" -> `resolve_remat`'s choice for this backend."""

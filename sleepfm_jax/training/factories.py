@@ -18,13 +18,14 @@ import numpy as np
 import optax
 from flax import nnx
 
+from sleepfm_jax.models import effnet1d
 from sleepfm_jax.models.sleepfm import SleepFM, SupervisedCNN
 
 
 def encoder_kwargs(model: ml_collections.ConfigDict) -> dict[str, Any]:
   """`EffNet1D` keyword arguments of a config's `model` block (without the embedding size)."""
   return dict(widths=tuple(model.widths), depths=tuple(model.depths), head_width=model.head_width,
-              dropout=model.dropout, dtype=jnp.dtype(model.dtype),
+              dropout=model.dropout, dtype=jnp.dtype(effnet1d.resolve_dtype(model.dtype)),
               remat=model.get("remat", "none"))  # absent in older run configs
 
 
