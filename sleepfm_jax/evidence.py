@@ -79,6 +79,11 @@ class Settings:
   progress: bool = True
 
   @property
+  def forward_dtype(self) -> str:
+    """The export's compute dtype: `export_dtype`, or the pretraining dtype when it is empty."""
+    return self.export_dtype or self.dtype
+
+  @property
   def preset(self) -> str:
     return "demo" if self.dataset == "synthetic" else "sleepedf"
 
@@ -400,14 +405,14 @@ def run_synthetic(s: Settings, log=print) -> dict[str, Any]:
       out["budget"].append({"source": name, "what": "pretraining", "seed": seed, **cost})
       recordings = runs_lib.held_out_recordings(runs_lib.run_splits(str(run)))
       es = embeddings(str(run), stores[coupling], cache / f"emb_{name}", recordings,
-                      s.export_dtype or s.dtype)
+                      s.forward_dtype)
       out["retrieval"] += _json(cache / f"retrieval_{name}.json", lambda es=es, name=name: (
           retrieval_rows(es, name, seed, s.retrieval_candidates)))
       if coupling == "none":
         continue
       if held is None:
         held = (run, recordings, es)
-        ctrl = embeddings(untrained(run, seed, s.export_dtype or s.dtype), stores[coupling],
+        ctrl = embeddings(untrained(run, seed, s.forward_dtype), stores[coupling],
                           cache / "emb_untrained", recordings)
         out["retrieval"] += _json(cache / "retrieval_untrained.json", lambda: retrieval_rows(
             ctrl, "untrained", seed, s.retrieval_candidates))
@@ -477,8 +482,8 @@ def run_sleepedf(s: Settings, log=print) -> dict[str, Any]:
     held = held_out_windows(split)
     recordings = list(store.recording_ids)
     full = embeddings(str(run), store_path, cache / "emb_loo", recordings,
-                      s.export_dtype or s.dtype)
-    ctrl = embeddings(untrained(run, seed, s.export_dtype or s.dtype), store_path,
+                      s.forward_dtype)
+    ctrl = embeddings(untrained(run, seed, s.forward_dtype), store_path,
                       cache / "emb_untrained", recordings)
     rows_of = store_rows(store, full.recording_id, full.epoch)
     inductive = np.isin(rows_of, held)
