@@ -67,6 +67,15 @@ def test_primary_table_puts_the_variants_side_by_side(tmp_path):
           in out)
   assert "| loo_f32 | 3.100 ± 0.100 |" in out and "| loo_far | 3.500 ± 0.100 |" in out
   assert "0.810 ± 0.010" in out and "Mean ± sd over 3 seeds." in out
+  # a variant run on one seed only (a sweep's screened settings): the caption says so
+  one = _variant(0.0)
+  for key in ("metrics", "retrieval", "budget"):
+    one[key] = [r for r in one[key] if r["seed"] == 0]
+  merged = merge.merge({"f32": _variant(0.0), "one": one})
+  (tmp_path / "m.json").write_text(json.dumps(merged))
+  out = results_doc.render(md.replace("loo_far", "loo_one"), tmp_path)
+  assert "| loo_one | 3.000 ± 0.000 |" in out
+  assert "Mean ± sd over 1–3 seeds per row (one seed: sd 0 is no spread measured)." in out
 
 
 def test_curves_and_cli_merge_two_evidence_workdirs(tmp_path):

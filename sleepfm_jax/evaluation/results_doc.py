@@ -216,10 +216,12 @@ def _primary_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
   metrics = list(dict.fromkeys(m for p in per.values() for m in p))
   body = [[s, *(seeds.fmt(seeds.summary(list(per[s].get(m, {}).values()))) for m in metrics)]
           for s in sources]
-  n = max((len(v) for p in per.values() for v in p.values()), default=0)
+  counts = sorted({len(v) for p in per.values() for v in p.values()}) or [0]
+  lo, hi = counts[0], counts[-1]
+  seeds_said = f"{hi} seed{'s' if hi != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds per row"
   return _table(["source", *metrics], body) + (
-      f"\nMean ± sd over {n} seed{'s' if n != 1 else ''}"
-      f"{' (one seed: sd 0 is no spread measured)' if n == 1 else ''}.\n")
+      f"\nMean ± sd over {seeds_said}"
+      f"{' (one seed: sd 0 is no spread measured)' if lo == 1 else ''}.\n")
 
 
 _KINDS = {"metric": _metric_table, "paired": _paired_table, "retrieval": _retrieval_table,
