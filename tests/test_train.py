@@ -216,6 +216,24 @@ def test_clear_errors(sc_store, tmp_path):
   assert not (tmp_path / "checkpoints").exists()
 
 
+def test_trainer_shifts_modalities_by_the_configured_seconds(sc_store):
+  """`data.cross_modal_shift_seconds` reaches the trainer's iterator as samples (32 Hz here)."""
+  store = WindowStore(sc_store)
+  cfg = tu.tiny_config(sc_store, **{"data.cross_modal_shift_seconds": 0.5})
+  plan = runs.plan_data(store, cfg)
+  plain = next(train._train_iterator(plan, tu.tiny_config(sc_store), store.sample_rate))
+  rolled = next(train._train_iterator(plan, cfg, store.sample_rate))
+  np.testing.assert_array_equal(plain["index"], rolled["index"])
+  found = set()
+  for m in plan.modalities:
+    for i in range(len(plain["index"])):
+      match = [s for s in range(-16, 17)
+               if np.array_equal(np.roll(plain[m][i], s, axis=-1), rolled[m][i])]
+      assert match, (m, i)
+      found.update(match)
+  assert max(abs(s) for s in found) <= 16 and len(found) > 5  # 0.5 s at 32 Hz, many offsets
+
+
 def test_time_split_is_disjoint_and_covers(sc_store):
   store = WindowStore(sc_store)
   plan = runs.plan_data(store, tu.tiny_config(sc_store))

@@ -61,6 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.split_seed = 0
   c.data.worker_count = 0  # Grain worker processes (0 = in-process)
   c.data.prefetch = 2  # batches buffered per worker / reader thread
+  # Augmentation: roll each modality of each training window by its own random offset of up to
+  # this many seconds (data/augment.py), hiding the exact cross-modal timing. 0 = off (the
+  # original's setting); validation and export windows are never shifted.
+  c.data.cross_modal_shift_seconds = 0.0
 
   # -- model ----------------------------------------------------------------------------------
   c.model = common.encoder()

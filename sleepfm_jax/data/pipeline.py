@@ -7,6 +7,7 @@ Training (`train_dataset` → `train_iterator`):
     .batch(global_batch, drop_remainder=True)                    global batches of window *positions*
     .map(ProcessSlice(...))                                      this process's contiguous rows
     .map(LoadBatch(source))                                      one fancy-indexed read per shard
+    [.random_map(CrossModalShift(...))]                          optional augmentation (augment.py)
     .to_iter_dataset(ReadOptions(...)) [.mp_prefetch(...)]       threads / worker processes
 
 Batching positions and reading each batch in one `get_batch` call is equivalent to
@@ -28,6 +29,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from sleepfm_jax.data.augment import CrossModalShift
 from sleepfm_jax.data.channels import MODALITIES
 from sleepfm_jax.data.store import WindowStore
 
@@ -139,6 +141,7 @@ def train_dataset(
     seed: int,
     process_index: int | None = None,
     process_count: int | None = None,
+    cross_modal_shift: int = 0,
 ) -> grain.MapDataset:
   """Infinite, shuffled, per-process training batches (dicts of stacked numpy arrays).
 
@@ -154,6 +157,8 @@ def train_dataset(
     seed: shuffle seed.
     process_index: this process (`jax.process_index()`), default 0.
     process_count: number of processes (`jax.process_count()`), default 1.
+    cross_modal_shift: if > 0, roll each modality of each window by its own random offset of at
+      most this many samples (`augment.CrossModalShift`), drawn from `seed` and the batch index.
 
   Returns:
     A `grain.MapDataset` whose element i is the i-th local batch.
@@ -167,7 +172,11 @@ def train_dataset(
   ds = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
   ds = ds.batch(global_batch, drop_remainder=True)
   ds = ds.map(ProcessSlice(pi, global_batch // pc))
-  return ds.map(LoadBatch(source))
+  ds = ds.map(LoadBatch(source))
+  if cross_modal_shift > 0:
+    ds = ds.random_map(CrossModalShift(source.modalities, cross_modal_shift, process_index=pi,
+                                       local_batch=global_batch // pc, global_batch=global_batch))
+  return ds
 
 
 def train_iterator(

@@ -112,13 +112,14 @@ def _meta(store: WindowStore, plan: DataPlan, config: ml_collections.ConfigDict)
           "window_seconds": store.index.get("window_seconds", 30.0)}
 
 
-def _train_iterator(plan: DataPlan, config: ml_collections.ConfigDict):
+def _train_iterator(plan: DataPlan, config: ml_collections.ConfigDict, sample_rate: float):
   """The shuffled, resumable Grain iterator over this process's part of the pretrain windows."""
   source = pipeline.WindowSource(config.data.store, plan.pretrain, plan.modalities)
   micro = config.batch_size // config.optim.grad_accum  # rows per jitted call (global)
+  shift = int(round(config.data.cross_modal_shift_seconds * sample_rate))
   dataset = pipeline.train_dataset(source, global_batch=micro, seed=config.seed,
                                    process_index=jax.process_index(),
-                                   process_count=jax.process_count())
+                                   process_count=jax.process_count(), cross_modal_shift=shift)
   return pipeline.train_iterator(dataset, worker_count=config.data.worker_count,
                                  prefetch=config.data.prefetch)
 
@@ -132,7 +133,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   # -- data --
   store = WindowStore(config.data.store)
   plan = plan_data(store, config)
-  data_iter = _train_iterator(plan, config)
+  data_iter = _train_iterator(plan, config, store.sample_rate)
   val_src = validation_source(plan, config)
   steps_per_epoch = len(plan.pretrain) // config.batch_size
   total_steps = config.total_steps or math.ceil(config.num_epochs * steps_per_epoch)
