@@ -98,6 +98,34 @@ def _json(path: pathlib.Path, compute: Callable[[], Any]) -> Any:
   return value
 
 
+def _rows_of(value: Any) -> list[dict]:
+  return value["rows"] if isinstance(value, dict) else value
+
+
+def _json_by_budget(path: pathlib.Path, budget_list: Sequence["Budget"],
+                    compute: Callable[[list["Budget"]], Any]) -> Any:
+  """Cached per-budget work: rows (or {"rows": [...], "budget": [...]}) whose "labels" name a
+  budget. Budgets missing from the cache (e.g. a rerun with more `--label_subjects`) are computed
+  and added; the result holds the requested budgets only, never a stale file's other ones."""
+  cached = json.loads(path.read_text()) if path.exists() else None
+  have = {r["labels"] for r in _rows_of(cached)} if cached is not None else set()
+  missing = [b for b in budget_list if b.name not in have]
+  if cached is None or missing:
+    new = compute(missing)
+    if cached is None:
+      cached = new
+    elif isinstance(cached, dict):
+      cached = {k: cached[k] + new[k] for k in cached}
+    else:
+      cached = cached + new
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cached, indent=1, default=float) + "\n")
+  names = {b.name for b in budget_list}
+  if isinstance(cached, dict):
+    return {k: [r for r in v if r["labels"] in names] for k, v in cached.items()}
+  return [r for r in cached if r["labels"] in names]
+
+
 def _metric_row(y_true, y_prob, classes, **keys) -> dict[str, Any]:
   m = classification_metrics(y_true, y_prob, classes)
   return {**keys, "n": int(len(y_true)), "auroc": float(m["auroc_macro"]),
@@ -419,11 +447,12 @@ def run_synthetic(s: Settings, log=print) -> dict[str, Any]:
         n_train = _train_subjects(es, s, seed)
         blist = budgets(s, n_train)
         log(f"[seed {seed}] probes: untrained")
-        out["metrics"] += _json(cache / "probes_untrained.json", lambda: probe_rows(
-            ctrl, "untrained", seed, s, tasks, blist))
+        out["metrics"] += _json_by_budget(cache / "probes_untrained.json", blist, lambda bl: (
+            probe_rows(ctrl, "untrained", seed, s, tasks, bl)))
       log(f"[seed {seed}] probes: {name}")
-      out["metrics"] += _json(cache / f"probes_{name}.json", lambda es=es, name=name: probe_rows(
-          es, name, seed, s, tasks, blist))
+      out["metrics"] += _json_by_budget(cache / f"probes_{name}.json", blist,
+                                        lambda bl, es=es, name=name: probe_rows(
+                                            es, name, seed, s, tasks, bl))
     run, recordings, es = held
     out["metrics"] += _baselines(cache, stores["physiological"], recordings, None,
                                  runs_lib.run_splits(str(run))["channels"], seed, s, tasks, blist,
@@ -447,13 +476,14 @@ def _baselines(cache: pathlib.Path, store_path: str, recordings, windows, channe
   rows = []
   if s.spectral:
     log(f"[seed {seed}] spectral features")
-    rows += _json(cache / "spectral.json", lambda: spectral_rows(store, table, seed, s, tasks,
-                                                                 blist))
+    rows += _json_by_budget(cache / "spectral.json", blist, lambda bl: spectral_rows(
+        store, table, seed, s, tasks, bl))
   if s.cnn:
     for task in tasks:
       log(f"[seed {seed}] end-to-end CNN, {task}")
-      res = _json(cache / f"cnn_{task}.json", lambda task=task: cnn_rows(
-          store, table, seed, s, task, cnn_budgets(s, blist), log=log))
+      res = _json_by_budget(cache / f"cnn_{task}.json", cnn_budgets(s, blist),
+                            lambda bl, task=task: cnn_rows(store, table, seed, s, task, bl,
+                                                           log=log))
       rows += res["rows"]
       for b in res["budget"]:
         out["budget"].append({"source": "cnn", "what": f"CNN {b['task']} {b['labels']} "
@@ -490,12 +520,14 @@ def run_sleepedf(s: Settings, log=print) -> dict[str, Any]:
     for name, es in (("loo", full.subset(inductive)), ("untrained", ctrl.subset(inductive)),
                      ("loo_transductive", full)):
       log(f"[seed {seed}] probes: {name}")
-      out["metrics"] += _json(cache / f"probes_{name}.json", lambda es=es, name=name: probe_rows(
-          es, name, seed, s, tasks, blist))
+      out["metrics"] += _json_by_budget(cache / f"probes_{name}.json", blist,
+                                        lambda bl, es=es, name=name: probe_rows(
+                                            es, name, seed, s, tasks, bl))
     out["retrieval"] += _json(cache / "retrieval_loo.json", lambda: retrieval_rows(
         full.subset(inductive), "loo", seed, min(s.retrieval_candidates, int(inductive.sum()))))
     table = baselines.select_windows(store, recordings, split["channels"], windows=held)
-    out["metrics"] += _json(cache / "oracle.json", lambda: oracle_rows(table, seed, blist))
+    out["metrics"] += _json_by_budget(cache / "oracle.json", blist,
+                                      lambda bl: oracle_rows(table, seed, bl))
     out["metrics"] += _baselines(cache, store_path, recordings, held, split["channels"], seed, s,
                                  tasks, blist, out, log)
   return _finish(root, s, out)

@@ -118,3 +118,34 @@ def test_pretrain_overrides_set_the_config_and_reject_unknown_keys():
     with pytest.raises(ValueError, match="pretrain override"):
       evidence.pretrain_config(evidence.Settings(pretrain_overrides=(bad,)), "store",
                                "leave_one_out", seed=0)
+
+
+def test_cached_probe_rows_follow_the_requested_budgets(tmp_path):
+  """A rerun with more label budgets computes only the new ones; fewer budgets return only those
+  (the cache once returned a stale file's budgets whatever --label_subjects said)."""
+  calls = []
+
+  def compute(budget_list):
+    calls.append([b.name for b in budget_list])
+    return [{"labels": b.name, "auroc": 0.5 + 0.1 * i} for i, b in enumerate(budget_list)]
+
+  path = tmp_path / "probes_loo.json"
+  b = evidence.budgets(evidence.Settings(label_subjects=(1, 2, 0)), train_subjects=17)
+  first = evidence._json_by_budget(path, [b[2]], compute)
+  assert [r["labels"] for r in first] == ["all (17)"] and calls == [["all (17)"]]
+  both = evidence._json_by_budget(path, b, compute)
+  assert calls[-1] == ["1 subject", "2 subjects"]
+  assert sorted(r["labels"] for r in both) == ["1 subject", "2 subjects", "all (17)"]
+  assert [r["auroc"] for r in both if r["labels"] == "all (17)"] == [0.5]  # cached value kept
+  again = evidence._json_by_budget(path, [b[0]], compute)
+  assert len(calls) == 2 and [r["labels"] for r in again] == ["1 subject"]
+
+  def compute_cnn(budget_list):
+    return {"rows": [{"labels": x.name} for x in budget_list],
+            "budget": [{"labels": x.name, "steps": [1]} for x in budget_list]}
+
+  cnn = tmp_path / "cnn_staging.json"
+  evidence._json_by_budget(cnn, [b[0]], compute_cnn)
+  out = evidence._json_by_budget(cnn, b[:2], compute_cnn)
+  assert [r["labels"] for r in out["rows"]] == ["1 subject", "2 subjects"]
+  assert [r["labels"] for r in out["budget"]] == ["1 subject", "2 subjects"]
