@@ -123,6 +123,25 @@ def test_batchnorm_train_updates_running_stats_like_pytorch():
                              (flat - 0.1 * mu) / np.sqrt(0.9 + 0.1 * var_u + 1e-5), rtol=1e-4)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_bfloat16_batchnorm_output_is_rounded_once(train):
+  # A channel whose mean is 50 times its spread: in bfloat16, x * a and b = bias - mean * a nearly
+  # cancel, and adding them in bfloat16 left errors of about 0.1 in normalised units. Computed in
+  # float32, only the output's own rounding remains (2^-9 relative).
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(50.0, 1.0, (8, 64, 4)), jnp.bfloat16)
+  flat = np.asarray(x.astype(jnp.float32), np.float64).reshape(-1, 4)
+  mu, var = flat.mean(0), flat.var(0)
+  bn = BatchNorm1d(4, dtype=jnp.bfloat16)
+  if not train:
+    bn.mean[...] = jnp.asarray(mu, jnp.float32)
+    bn.var[...] = jnp.asarray(var, jnp.float32)
+  y = np.asarray(bn(x, train=train).astype(jnp.float32), np.float64).reshape(-1, 4)
+  want = (flat - mu) / np.sqrt(var + effnet1d.BN_EPSILON)
+  err = np.abs(y - want)
+  assert np.all(err <= 2.0 ** -8 * np.abs(want) + 1e-3), err.max()
+
+
 @pytest.fixture(scope="module")
 def tiny_pair():
   """The same tiny weights in a float32 and a bfloat16-compute encoder."""

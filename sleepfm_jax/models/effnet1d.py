@@ -215,6 +215,19 @@ def _bn_statistics(x: Array) -> tuple[Array, Array]:
   return mean, jnp.mean(jnp.square(xf - mean), axis=axes)
 
 
+def _affine(x: Array, a: Array, b: Array) -> Array:
+  """`x * a + b` computed in float32 and rounded once to `x`'s dtype.
+
+  In bfloat16, `x * a` and `b = bias - mean * a` are each rounded to 8 bits before they are
+  added; where a channel's mean is large against its spread, the two nearly cancel and the
+  result keeps only the rounding error of the larger terms (with mean / std = 50, an error of
+  about 0.1 in normalised units). In float32 the sum is exact to float32 and only the output is
+  rounded. On accelerators the multiply-add fuses with the casts (no extra memory traffic); in
+  float32 compute it is the same arithmetic as before.
+  """
+  return (x.astype(jnp.float32) * a + b).astype(x.dtype)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def batch_norm_train(x: Array, scale: Array, bias: Array, epsilon: float):
   """Train-mode batch norm over the last axis: returns `(y, batch_mean, batch_var)`.
@@ -232,7 +245,7 @@ def _batch_norm_train_fwd(x, scale, bias, epsilon):
   rstd = jax.lax.rsqrt(var + epsilon)
   a = scale.astype(jnp.float32) * rstd
   b = bias.astype(jnp.float32) - mean * a
-  y = (x * a.astype(x.dtype) + b.astype(x.dtype)).astype(x.dtype)
+  y = _affine(x, a, b)
   return (y, mean, var), (x, scale, mean, rstd)
 
 
@@ -301,7 +314,7 @@ class BatchNorm1d(nnx.Module):
     # Eval: folded affine y = x * a + b, one fused multiply-add per element.
     a = self.scale[...].astype(jnp.float32) * jax.lax.rsqrt(self.var[...] + self.epsilon)
     b = self.bias[...].astype(jnp.float32) - self.mean[...] * a
-    return (x * a.astype(self.dtype) + b.astype(self.dtype)).astype(self.dtype)
+    return _affine(x.astype(self.dtype), a, b)
 
 
 class Bottleneck(nnx.Module):
