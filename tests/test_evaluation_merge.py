@@ -92,12 +92,17 @@ def test_curves_and_cli_merge_two_evidence_workdirs(tmp_path):
   assert len(curves) == 6 and {c["source"] for c in curves} == {"loo"}
   assert curves[0] == {"source": "loo", "seed": 0, "step": 1, "loss": 2.9, "top1": 0.1}
   out, plot = tmp_path / "merged.json", tmp_path / "curves.png"
+  published = tmp_path / "published.json"  # a results JSON as in docs/results/: no curves
+  published.write_text(json.dumps(_variant(0.02)))
   proc = subprocess.run(
       [sys.executable, str(REPO / "experiments" / "merge_results.py"),
-       f"--inputs=f32={tmp_path / 'f32'},bf16={tmp_path / 'bf16'}", f"--out={out}",
-       f"--plot={plot}"], capture_output=True, text=True, check=False)
+       f"--inputs=f32={tmp_path / 'f32'},bf16={tmp_path / 'bf16'},pub={published}",
+       f"--out={out}", f"--plot={plot}"], capture_output=True, text=True, check=False)
   assert proc.returncode == 0, proc.stderr
   merged = json.loads(out.read_text())
+  assert {r["source"] for r in merged["metrics"]} >= {"loo_f32", "loo_bf16", "loo_pub"}
+  assert len([r for r in merged["metrics"] if r["source"] == "loo_pub"]) == len(
+      [r for r in _variant(0.02)["metrics"] if r["source"] == "loo"])
   assert {c["source"] for c in merged["curves"]} == {"loo_f32", "loo_bf16"}
   assert len(merged["curves"]) == 12 and plot.stat().st_size > 10_000
   bad = subprocess.run([sys.executable, str(REPO / "experiments" / "merge_results.py"),
