@@ -55,6 +55,10 @@ _WIDTH = flags.DEFINE_float("width", _DEFAULT.width, "Scales the encoders' width
 _OVERRIDES = flags.DEFINE_list(
     "pretrain_overrides", [], "Pretraining config overrides, key=value (e.g. optim.lr=0.001,"
     "loss.temperature_init=2.0): one setting of a sweep; give each its own --workdir.")
+_FEATURES = flags.DEFINE_enum(
+    "features", _DEFAULT.features, ["embedding", "pooled"],
+    "What the probes read: the contrastive embeddings, or each encoder's pooled features before "
+    "its final linear layer (pretrained and untrained alike; no retrieval then).")
 _SLEEPEDF = flags.DEFINE_string("sleepedf_dir", None, "Folder with SC4001E0-PSG.edf + hypnogram "
                                 "(default: ../shared/data/psg-real/sleep-edfx/sleep-cassette).")
 
@@ -73,7 +77,7 @@ def main(argv):
       cnn_label_fractions=tuple(float(f) for f in _CNN_FRACTIONS.value),
       spectral=_SPECTRAL.value, uncoupled_control=_CONTROL.value, dtype=_DTYPE.value,
       export_dtype=_EXPORT_DTYPE.value,
-      width=_WIDTH.value, pretrain_overrides=tuple(_OVERRIDES.value),
+      width=_WIDTH.value, pretrain_overrides=tuple(_OVERRIDES.value), features=_FEATURES.value,
       sleepedf_dir=_SLEEPEDF.value or str(_REPO.parent / "shared" / "data" / "psg-real" /
                                           "sleep-edfx" / "sleep-cassette"))
   t0 = time.time()

@@ -7,6 +7,10 @@ r"""Exports per-window embeddings from a pretrained checkpoint.
   python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo \
       --input=/data/my_psg --out=runs/my_psg_embeddings
 
+  # the encoders' pooled features before their final linear layer (SimCLR-style evaluation)
+  python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo --features=pooled \
+      --store=runs/demo/stores/synthetic --out=runs/demo/pooled_loo
+
   # control: the same architecture and channels with random weights (what did pretraining add?)
   python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo --untrained_seed=0 \
       --store=runs/demo/stores/synthetic --out=runs/demo/embeddings_untrained
@@ -33,6 +37,10 @@ _WORKERS = flags.DEFINE_integer("workers", 1, "Preprocessing processes (with --i
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
                            "Compute dtype of the forward pass (default: float32, whatever the training "
                            "dtype).")
+_FEATURES = flags.DEFINE_enum(
+    "features", "embedding", ["embedding", "pooled"],
+    "embedding: the contrastive embeddings; pooled: each encoder's pooled features before its "
+    "final linear layer (with --store).")
 cli.define_renamed("output", "out")
 cli.require("out")
 cli.define_distributed_flags()
@@ -45,6 +53,8 @@ def main(argv):
     raise app.UsageError("give exactly one of --store or --input")
   if _UNTRAINED.value is not None and not _STORE.value:
     raise app.UsageError("--untrained_seed works with --store")
+  if _FEATURES.value != "embedding" and not _STORE.value:
+    raise app.UsageError("--features=pooled works with --store")
   cli.start()
   import jax  # pylint: disable=import-outside-toplevel
 
@@ -54,9 +64,11 @@ def main(argv):
   if _STORE.value:
     if _UNTRAINED.value is not None:
       source = export.untrained_embedder(_CKPT.value, seed=_UNTRAINED.value,
-                                         batch_size=_BATCH.value, dtype=_DTYPE.value)
+                                         batch_size=_BATCH.value, dtype=_DTYPE.value,
+                                         features=_FEATURES.value)
     else:
-      source = export.load_embedder(_CKPT.value, batch_size=_BATCH.value, dtype=_DTYPE.value)
+      source = export.load_embedder(_CKPT.value, batch_size=_BATCH.value, dtype=_DTYPE.value,
+                                    features=_FEATURES.value)
     index = export.export_store(source, _STORE.value, out, recordings=_RECORDINGS.value,
                                 batch_size=_BATCH.value)
     if jax.process_index() == 0:

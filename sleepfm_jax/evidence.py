@@ -76,6 +76,10 @@ class Settings:
   # Pretraining config overrides, "key=value" (e.g. "optim.lr=0.001", "loss.temperature_init=2.0"):
   # a learning-rate or temperature sweep, each setting in a workdir of its own.
   pretrain_overrides: tuple[str, ...] = ()
+  # What the probes read: "embedding" (the contrastive embeddings, the original's probe input) or
+  # "pooled" (each encoder's pooled features before its final linear layer, for the pretrained
+  # and the untrained encoders alike). Retrieval needs the aligned embeddings: none with "pooled".
+  features: str = "embedding"
   progress: bool = True
 
   @property
@@ -239,22 +243,28 @@ def pretrain(run: pathlib.Path, config) -> dict[str, Any]:
 
 
 def embeddings(checkpoint, store: str, out: pathlib.Path, recordings: Sequence[str],
-               dtype: str = "") -> emb_format.EmbeddingSet:
+               dtype: str = "", features: str = "embedding") -> emb_format.EmbeddingSet:
   """Exports (or reuses) the embeddings of `recordings`; `checkpoint` is a run or an Embedder,
-  `dtype` the forward pass's compute dtype for a run ("" = the exporter's default, float32)."""
+  `dtype` the forward pass's compute dtype for a run ("" = the exporter's default, float32),
+  `features` what a run's encoders output (`export.load_embedder`)."""
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
   if not (out / "index.json").exists():
     if not isinstance(checkpoint, export.Embedder):
-      checkpoint = export.load_embedder(str(checkpoint), dtype=dtype or None)
+      checkpoint = export.load_embedder(str(checkpoint), dtype=dtype or None, features=features)
     export.export_store(checkpoint, store, str(out), recordings=list(recordings), progress=False)
   return emb_format.load_embeddings(out)
 
 
-def untrained(run: pathlib.Path, seed: int, dtype: str = ""):
+def untrained(run: pathlib.Path, seed: int, dtype: str = "", features: str = "embedding"):
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
-  return export.untrained_embedder(str(run), seed=seed, dtype=dtype or None)
+  return export.untrained_embedder(str(run), seed=seed, dtype=dtype or None, features=features)
+
+
+def _retrieval(path: pathlib.Path, s: Settings, compute: Callable[[], list[dict]]) -> list[dict]:
+  """Cached retrieval rows; none for "pooled" features (not aligned across modalities)."""
+  return _json(path, compute) if s.features == "embedding" else []
 
 
 def cnn_config(s: Settings, seed: int):
@@ -433,17 +443,17 @@ def run_synthetic(s: Settings, log=print) -> dict[str, Any]:
       out["budget"].append({"source": name, "what": "pretraining", "seed": seed, **cost})
       recordings = runs_lib.held_out_recordings(runs_lib.run_splits(str(run)))
       es = embeddings(str(run), stores[coupling], cache / f"emb_{name}", recordings,
-                      s.forward_dtype)
-      out["retrieval"] += _json(cache / f"retrieval_{name}.json", lambda es=es, name=name: (
+                      s.forward_dtype, s.features)
+      out["retrieval"] += _retrieval(cache / f"retrieval_{name}.json", s, lambda es=es, name=name: (
           retrieval_rows(es, name, seed, s.retrieval_candidates)))
       if coupling == "none":
         continue
       if held is None:
         held = (run, recordings, es)
-        ctrl = embeddings(untrained(run, seed, s.forward_dtype), stores[coupling],
+        ctrl = embeddings(untrained(run, seed, s.forward_dtype, s.features), stores[coupling],
                           cache / "emb_untrained", recordings)
-        out["retrieval"] += _json(cache / "retrieval_untrained.json", lambda: retrieval_rows(
-            ctrl, "untrained", seed, s.retrieval_candidates))
+        out["retrieval"] += _retrieval(cache / "retrieval_untrained.json", s, lambda: (
+            retrieval_rows(ctrl, "untrained", seed, s.retrieval_candidates)))
         n_train = _train_subjects(es, s, seed)
         blist = budgets(s, n_train)
         log(f"[seed {seed}] probes: untrained")
@@ -512,8 +522,8 @@ def run_sleepedf(s: Settings, log=print) -> dict[str, Any]:
     held = held_out_windows(split)
     recordings = list(store.recording_ids)
     full = embeddings(str(run), store_path, cache / "emb_loo", recordings,
-                      s.forward_dtype)
-    ctrl = embeddings(untrained(run, seed, s.forward_dtype), store_path,
+                      s.forward_dtype, s.features)
+    ctrl = embeddings(untrained(run, seed, s.forward_dtype, s.features), store_path,
                       cache / "emb_untrained", recordings)
     rows_of = store_rows(store, full.recording_id, full.epoch)
     inductive = np.isin(rows_of, held)
@@ -523,7 +533,7 @@ def run_sleepedf(s: Settings, log=print) -> dict[str, Any]:
       out["metrics"] += _json_by_budget(cache / f"probes_{name}.json", blist,
                                         lambda bl, es=es, name=name: probe_rows(
                                             es, name, seed, s, tasks, bl))
-    out["retrieval"] += _json(cache / "retrieval_loo.json", lambda: retrieval_rows(
+    out["retrieval"] += _retrieval(cache / "retrieval_loo.json", s, lambda: retrieval_rows(
         full.subset(inductive), "loo", seed, min(s.retrieval_candidates, int(inductive.sum()))))
     table = baselines.select_windows(store, recordings, split["channels"], windows=held)
     out["metrics"] += _json_by_budget(cache / "oracle.json", blist,

@@ -57,6 +57,7 @@ class Embedder:
   batch_size: int
   mesh: jax.sharding.Mesh
   checkpoint: str
+  features: str = "embedding"  # or "pooled": the encoders' features before their final layer
 
   @property
   def modalities(self) -> tuple[str, ...]:
@@ -71,7 +72,7 @@ class Embedder:
     @functools.partial(jax.jit, in_shardings=(None, data), out_shardings=data)
     def forward(state, batch):
       model = nnx.merge(graphdef, state)
-      return model(batch, train=False)
+      return model(batch, train=False, features=self.features)
 
     return functools.partial(forward, state)
 
@@ -103,7 +104,7 @@ class Embedder:
 
 def load_embedder(checkpoint: str, *, batch_size: int = 64,
                   devices: Sequence[jax.Device] | None = None,
-                  dtype: str | None = None) -> Embedder:
+                  dtype: str | None = None, features: str = "embedding") -> Embedder:
   """Loads a checkpoint (a training work directory, `best/`, `checkpoints/` or a step directory).
 
   Args:
@@ -113,6 +114,8 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
     dtype: compute dtype of the forward pass ("float32" or "bfloat16"); default float32, whatever
       the training dtype: exact, cheap next to training, and an untrained encoder's embeddings
       need it (see `untrained_embedder`).
+    features: "embedding" (the contrastive embeddings) or "pooled" (each encoder's pooled
+      features before its final linear layer; `SleepFM.__call__`).
   """
   meta, config, in_channels, channels, mesh = _architecture(checkpoint, batch_size, devices,
                                                             dtype)
@@ -128,12 +131,13 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
   state = nnx.state(model, nnx.Not(nnx.RngState))
   nnx.replace_by_pure_dict(state, restored)
   nnx.update(model, state)
-  return Embedder(model, meta, channels, batch_size, mesh, os.path.abspath(checkpoint))
+  return Embedder(model, meta, channels, batch_size, mesh, os.path.abspath(checkpoint),
+                  _features(features))
 
 
 def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
                        devices: Sequence[jax.Device] | None = None,
-                       dtype: str | None = None) -> Embedder:
+                       dtype: str | None = None, features: str = "embedding") -> Embedder:
   """The checkpoint's architecture and channels with freshly initialised weights (BN statistics at
   their initial values), nothing restored: the control that tells what pretraining added to the
   probes over a random convolutional feature map of the same shape. `dtype` as in
@@ -144,7 +148,13 @@ def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
   model = build_model(config, in_channels, seed=seed)
   meta = {**meta, "untrained_seed": seed}
   return Embedder(model, meta, channels, batch_size, mesh,
-                  f"untrained:{os.path.abspath(checkpoint)}")
+                  f"untrained:{os.path.abspath(checkpoint)}", _features(features))
+
+
+def _features(features: str) -> str:
+  if features not in ("embedding", "pooled"):
+    raise ValueError(f"features must be 'embedding' or 'pooled', got {features!r}")
+  return features
 
 
 def _architecture(checkpoint: str, batch_size: int, devices: Sequence[jax.Device] | None,
@@ -183,7 +193,8 @@ def export_store(checkpoint: str | Embedder, store: str | WindowStore, out_dir: 
   out_dir = pathlib.Path(out_dir)
   meta = {"checkpoint": embedder.checkpoint, "step": embedder.meta.get("step"),
           "mode": embedder.meta.get("config", {}).get("loss", {}).get("mode"),
-          "store": str(store.path), "channels": {m: list(c) for m, c in embedder.channels.items()}}
+          "store": str(store.path), "channels": {m: list(c) for m, c in embedder.channels.items()},
+          "features": embedder.features}
   if "untrained_seed" in embedder.meta:  # a control, not a trained model: say so in the index
     meta.update(step=0, mode="untrained", untrained_seed=embedder.meta["untrained_seed"])
   writer = emb_format.EmbeddingWriter(out_dir, **meta)

@@ -149,3 +149,15 @@ def test_cached_probe_rows_follow_the_requested_budgets(tmp_path):
   out = evidence._json_by_budget(cnn, b[:2], compute_cnn)
   assert [r["labels"] for r in out["rows"]] == ["1 subject", "2 subjects"]
   assert [r["labels"] for r in out["budget"]] == ["1 subject", "2 subjects"]
+
+
+def test_pooled_features_have_no_retrieval_rows(tmp_path):
+  """Pooled features are not aligned across modalities: no retrieval is computed or cached."""
+  def compute():
+    raise AssertionError("retrieval computed for pooled features")
+
+  assert evidence._retrieval(tmp_path / "r.json", evidence.Settings(features="pooled"),
+                             compute) == []
+  assert not (tmp_path / "r.json").exists()
+  rows = [{"direction": "bas->ecg", "recall@10": 0.5}]
+  assert evidence._retrieval(tmp_path / "r.json", evidence.Settings(), lambda: rows) == rows

@@ -167,6 +167,30 @@ def test_untrained_control_has_the_architecture_but_not_the_weights(exported, sy
   np.testing.assert_array_equal(a.stage, es.stage[rows])
 
 
+def test_pooled_features_export_the_inputs_of_the_embedding_layer(exported, synthetic_run,
+                                                                   synthetic_store, tmp_path):
+  es, _ = exported
+  workdir, _, _ = synthetic_run
+  rec = WindowStore(synthetic_store).recording_ids[0]
+  rows = es.recording_id == rec
+  subprocess.run([sys.executable, str(tu.REPO / "experiments" / "export_embeddings.py"),
+                  f"--checkpoint={workdir}", f"--store={synthetic_store}",
+                  f"--out={tmp_path / 'pooled'}", f"--recordings={rec}", "--features=pooled"],
+                 check=True, capture_output=True, timeout=300)
+  pooled = emb_format.load_embeddings(tmp_path / "pooled")
+  assert json.loads((tmp_path / "pooled" / "index.json").read_text())["features"] == "pooled"
+  embedder = export.load_embedder(str(workdir))
+  for m in ("bas", "ecg", "resp"):
+    enc = embedder.model.encoders[m]
+    assert pooled.emb[m].shape == (int(rows.sum()), enc.head_width)
+    live = pooled.present[m]
+    assert live.any()
+    raw = pooled.emb[m][live] * pooled.norm[m][live][:, None]  # stored L2-normalised + norms
+    want = np.array(enc.fc(raw))
+    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(want, es.emb[m][rows][live], rtol=1e-4, atol=1e-5)
+
+
 def test_export_computes_in_float32_unless_told(synthetic_run, monkeypatch):
   """The export's default compute dtype is float32 whatever the run trained in (the `paper`
   preset trains in bfloat16 on accelerators; an untrained control exported in bfloat16 scores

@@ -37,6 +37,20 @@ def test_sleepfm_has_one_encoder_per_present_modality():
   assert not np.allclose(out["bas"], out["resp"])
 
 
+def test_pooled_features_are_what_the_final_layer_maps_to_the_embedding():
+  channels = {"bas": 2, "ecg": 1, "resp": 3}
+  model = SleepFM(channels, rngs=nnx.Rngs(0), **TINY)
+  batch = _batch(np.random.default_rng(1), 4, 256, channels)
+  emb = model(batch, train=False)
+  pooled = model(batch, train=False, features="pooled")
+  for m in channels:
+    assert pooled[m].shape == (4, 32) and pooled[m].dtype == jnp.float32  # head_width
+    assert np.all(np.asarray(pooled[m]) >= 0)  # after the ReLU
+    np.testing.assert_allclose(model.encoders[m].fc(pooled[m]), emb[m], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="features"):
+    model(batch, train=False, features="head")
+
+
 def test_sleepfm_rejects_bad_montages_and_batches():
   with pytest.raises(ValueError, match="unknown modalities"):
     SleepFM({"eeg": 2}, rngs=nnx.Rngs(0), **TINY)

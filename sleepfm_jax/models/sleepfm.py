@@ -62,15 +62,28 @@ class SleepFM(nnx.Module):
   def logit_scale(self) -> jax.Array:
     return jnp.exp(self.t[...])
 
-  def __call__(self, batch: Mapping[str, jax.Array], *, train: bool) -> dict[str, jax.Array]:
+  def __call__(self, batch: Mapping[str, jax.Array], *, train: bool,
+               features: str = "embedding") -> dict[str, jax.Array]:
     """Embeds every modality that has an encoder; other batch entries are ignored.
 
-    Returns unnormalised float32 embeddings; the loss L2-normalises them.
+    Args:
+      batch: {modality: [B, C, T]} (other keys ignored).
+      train: train mode (batch statistics, dropout) or eval mode.
+      features: "embedding", the `embed_dim` outputs the contrastive loss compares; or "pooled",
+        each encoder's `head_width` globally pooled features before its final linear layer (the
+        representation SimCLR-style linear evaluation reads; not aligned across modalities).
+
+    Returns unnormalised float32 features; the loss L2-normalises the embeddings.
     """
     missing = [m for m in self.modalities if m not in batch]
     if missing:
       raise KeyError(f"batch lacks modalities {missing} (has {sorted(batch)})")
-    return {m: self.encoders[m](batch[m], train=train) for m in self.modalities}
+    if features == "embedding":
+      return {m: self.encoders[m](batch[m], train=train) for m in self.modalities}
+    if features == "pooled":
+      return {m: self.encoders[m](batch[m], train=train, return_intermediates=True)[1]["pooled"]
+              for m in self.modalities}
+    raise ValueError(f"features must be 'embedding' or 'pooled', got {features!r}")
 
 
 class SupervisedCNN(nnx.Module):
