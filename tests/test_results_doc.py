@@ -86,3 +86,17 @@ def test_content_table_averages_feature_groups_over_seeds(tmp_path):
   out = results_doc.render("<!-- results: c content -->\n<!-- /results -->", tmp_path)
   assert "| source | embedding | eeg | ecg |" in out
   assert "| loo | bas | 0.60 ± 0.10 | 0.00 ± 0.00 |" in out
+
+
+def test_paired_columns_are_the_paired_sources_budgets(tmp_path):
+  """A merged file's other variants may have budgets the pair lacks: no empty columns for them
+  (they used to appear after the pair's own budgets, all '–')."""
+  exp = _experiment()
+  exp["metrics"] = [{**r, "labels": "8 subjects", "source": "other"} for r in exp["metrics"]
+                    ] + exp["metrics"]
+  (tmp_path / "exp.json").write_text(json.dumps(exp))
+  out = results_doc.render(
+      "<!-- results: exp paired task=staging pairs=loo-untrained -->\n<!-- /results -->\n",
+      tmp_path)
+  assert "| difference | 1 subject | all |\n" in out
+  assert "8 subjects" not in out

@@ -101,12 +101,14 @@ def _metric_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
 def _paired_table(data: Mapping[str, Any], opts: Mapping[str, str]) -> str:
   task, metric = opts["task"], opts.get("metric", "auroc")
   feature = opts.get("feature") or data["headline_feature"][task]
-  rows = [r for r in data["metrics"] if r["task"] == task and r["feature"] in (
-      feature, *BASELINE_FEATURES)]
+  pairs = [pair.split("-", 1) for pair in _csv(opts["pairs"])]
+  named = {s for pair in pairs for s in pair}
+  # the budgets of the paired sources only (a merged file's other variants may have more)
+  rows = [r for r in data["metrics"] if r["task"] == task and r["source"] in named and
+          r["feature"] in (feature, *BASELINE_FEATURES)]
   budgets = _budgets(rows)
   body = []
-  for pair in _csv(opts["pairs"]):
-    a, b = pair.split("-", 1)
+  for a, b in pairs:
     diffs = {d["labels"]: d for d in seeds.paired(rows, ("labels",), metric, a, b)}
     body.append([f"{a} − {b}", *(
         f"{seeds.fmt(diffs[x], signed=True)} ({diffs[x]['n_positive']}/{diffs[x]['n']})"
