@@ -42,7 +42,7 @@ from sleepfm_jax.data import units as units_lib
 from sleepfm_jax.data.selection import ChannelSelection, select_channels
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import embeddings as emb_format
-from sleepfm_jax.models.sleepfm import SleepFM
+from sleepfm_jax.models.sleepfm import SleepFM, check_features
 from sleepfm_jax.training import checkpointing, sharding
 from sleepfm_jax.training.factories import build_model
 
@@ -132,7 +132,7 @@ def load_embedder(checkpoint: str, *, batch_size: int = 64,
   nnx.replace_by_pure_dict(state, restored)
   nnx.update(model, state)
   return Embedder(model, meta, channels, batch_size, mesh, os.path.abspath(checkpoint),
-                  _features(features))
+                  check_features(features))
 
 
 def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
@@ -148,13 +148,8 @@ def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
   model = build_model(config, in_channels, seed=seed)
   meta = {**meta, "untrained_seed": seed}
   return Embedder(model, meta, channels, batch_size, mesh,
-                  f"untrained:{os.path.abspath(checkpoint)}", _features(features))
+                  f"untrained:{os.path.abspath(checkpoint)}", check_features(features))
 
-
-def _features(features: str) -> str:
-  if features not in ("embedding", "pooled"):
-    raise ValueError(f"features must be 'embedding' or 'pooled', got {features!r}")
-  return features
 
 
 def _architecture(checkpoint: str, batch_size: int, devices: Sequence[jax.Device] | None,

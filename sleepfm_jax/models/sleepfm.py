@@ -34,6 +34,16 @@ def _encoders(in_channels, encoder_kwargs, rngs) -> tuple[tuple[str, ...], nnx.D
   return present, encoders
 
 
+FEATURES = ("embedding", "pooled")  # what `SleepFM.__call__` can return (its `features` argument)
+
+
+def check_features(features: str) -> str:
+  """`features` if it is one of `FEATURES`, else a ValueError naming them."""
+  if features not in FEATURES:
+    raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+  return features
+
+
 class SleepFM(nnx.Module):
   """The contrastive pretraining model: `{modality: [B, C, T]}` -> `{modality: [B, D]}`.
 
@@ -78,12 +88,11 @@ class SleepFM(nnx.Module):
     missing = [m for m in self.modalities if m not in batch]
     if missing:
       raise KeyError(f"batch lacks modalities {missing} (has {sorted(batch)})")
-    if features == "embedding":
-      return {m: self.encoders[m](batch[m], train=train) for m in self.modalities}
+    check_features(features)
     if features == "pooled":
       return {m: self.encoders[m](batch[m], train=train, return_intermediates=True)[1]["pooled"]
               for m in self.modalities}
-    raise ValueError(f"features must be 'embedding' or 'pooled', got {features!r}")
+    return {m: self.encoders[m](batch[m], train=train) for m in self.modalities}
 
 
 class SupervisedCNN(nnx.Module):
