@@ -249,11 +249,19 @@ def embeddings(checkpoint, store: str, out: pathlib.Path, recordings: Sequence[s
   `features` what a run's encoders output (`export.load_embedder`)."""
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
+  if isinstance(checkpoint, export.Embedder):
+    features = checkpoint.features
   if not (out / "index.json").exists():
     if not isinstance(checkpoint, export.Embedder):
       checkpoint = export.load_embedder(str(checkpoint), dtype=dtype or None, features=features)
     export.export_store(checkpoint, store, str(out), recordings=list(recordings), progress=False)
-  return emb_format.load_embeddings(out)
+  es = emb_format.load_embeddings(out)
+  # a cached export of the other features would feed every probe of this workdir silently
+  cached = es.metadata.get("features", "embedding")  # exports before the option: embeddings
+  if cached != features:
+    raise ValueError(f"{out} holds '{cached}' features, this run asks for '{features}': give it "
+                     "a --workdir of its own")
+  return es
 
 
 def untrained(run: pathlib.Path, seed: int, dtype: str = "", features: str = "embedding"):

@@ -161,3 +161,20 @@ def test_pooled_features_have_no_retrieval_rows(tmp_path):
   assert not (tmp_path / "r.json").exists()
   rows = [{"direction": "bas->ecg", "recall@10": 0.5}]
   assert evidence._retrieval(tmp_path / "r.json", evidence.Settings(), lambda: rows) == rows
+
+
+@pytest.mark.parametrize("written", [{}, {"features": "embedding"}, {"features": "pooled"}])
+def test_a_cached_export_of_other_features_is_an_error(tmp_path, written):
+  """A workdir's cached export feeds all its probes: one of the other features must not be
+  reused silently (an index without "features" predates the option and holds embeddings)."""
+  out = tmp_path / "emb_loo"
+  w = emb_format.EmbeddingWriter(out, **written)
+  rng = np.random.default_rng(0)
+  w.write("r1", "s1", emb={m: rng.normal(size=(4, 8)) for m in ("bas", "ecg", "resp")},
+          stage=[0, 1, 2, 3])
+  w.finalize()
+  have = written.get("features", "embedding")
+  other = "pooled" if have == "embedding" else "embedding"
+  assert len(evidence.embeddings("unused", "unused", out, ["r1"], features=have)) == 4
+  with pytest.raises(ValueError, match=f"holds '{have}' features, this run asks for '{other}'"):
+    evidence.embeddings("unused", "unused", out, ["r1"], features=other)
