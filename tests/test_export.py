@@ -135,6 +135,14 @@ def test_wrong_montage_is_a_clear_error(synthetic_run, sc4001, tmp_path):
                         progress=False)
 
 
+def _export_cli(workdir, store, out, recording, *flags):
+  """experiments/export_embeddings.py on one recording of `store`, in a fresh process."""
+  subprocess.run([sys.executable, str(tu.REPO / "experiments" / "export_embeddings.py"),
+                  f"--checkpoint={workdir}", f"--store={store}", f"--out={out}",
+                  f"--recordings={recording}", *flags], check=True, capture_output=True,
+                 timeout=300)
+
+
 def test_untrained_control_has_the_architecture_but_not_the_weights(exported, synthetic_run,
                                                                     synthetic_store, tmp_path):
   es, _ = exported
@@ -144,10 +152,7 @@ def test_untrained_control_has_the_architecture_but_not_the_weights(exported, sy
   runs = []
   for name, seed in (("a", 3), ("b", 3), ("c", 4)):
     if name == "b":  # the command line's --untrained_seed, in a fresh process
-      subprocess.run([sys.executable, str(tu.REPO / "experiments" / "export_embeddings.py"),
-                      f"--checkpoint={workdir}", f"--store={synthetic_store}",
-                      f"--out={tmp_path / name}", f"--recordings={rec}",
-                      f"--untrained_seed={seed}"], check=True, capture_output=True, timeout=300)
+      _export_cli(workdir, synthetic_store, tmp_path / name, rec, f"--untrained_seed={seed}")
       index = tmp_path / name / "index.json"
     else:
       control = export.untrained_embedder(str(workdir), seed=seed, batch_size=64)
@@ -173,10 +178,7 @@ def test_pooled_features_export_the_inputs_of_the_embedding_layer(exported, synt
   workdir, _, _ = synthetic_run
   rec = WindowStore(synthetic_store).recording_ids[0]
   rows = es.recording_id == rec
-  subprocess.run([sys.executable, str(tu.REPO / "experiments" / "export_embeddings.py"),
-                  f"--checkpoint={workdir}", f"--store={synthetic_store}",
-                  f"--out={tmp_path / 'pooled'}", f"--recordings={rec}", "--features=pooled"],
-                 check=True, capture_output=True, timeout=300)
+  _export_cli(workdir, synthetic_store, tmp_path / "pooled", rec, "--features=pooled")
   pooled = emb_format.load_embeddings(tmp_path / "pooled")
   assert json.loads((tmp_path / "pooled" / "index.json").read_text())["features"] == "pooled"
   embedder = export.load_embedder(str(workdir))
