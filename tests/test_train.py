@@ -24,7 +24,7 @@ from flax import nnx
 
 import train_utils as tu
 from conftest import REPO
-from sleepfm_jax.data import discovery
+from sleepfm_jax.data import discovery, pipeline
 from sleepfm_jax.data.preprocess import preprocess
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.training import factories, runs, sharding, steps, train
@@ -232,6 +232,19 @@ def test_trainer_shifts_modalities_by_the_configured_seconds(sc_store):
       assert match, (m, i)
       found.update(match)
   assert max(abs(s) for s in found) <= 16 and len(found) > 5  # 0.5 s at 32 Hz, many offsets
+
+
+def test_trainer_draws_batches_from_the_configured_recordings_per_batch(sc_store):
+  """`data.recordings_per_batch` reaches the trainer's iterator (`sampling.RecordingGroupedBatches`)."""
+  store = WindowStore(sc_store)
+  cfg = tu.tiny_config(sc_store, **{"data.recordings_per_batch": 2})
+  plan = runs.plan_data(store, cfg)
+  grouped = next(train._train_iterator(plan, cfg, store.sample_rate))
+  plain = next(train._train_iterator(plan, tu.tiny_config(sc_store), store.sample_rate))
+  source = pipeline.WindowSource(sc_store, plan.pretrain, plan.modalities)
+  want = pipeline.train_dataset(source, global_batch=16, seed=cfg.seed, recordings_per_batch=2)[0]
+  np.testing.assert_array_equal(grouped["index"], want["index"])
+  assert not np.array_equal(grouped["index"], plain["index"])
 
 
 def test_time_split_is_disjoint_and_covers(sc_store):

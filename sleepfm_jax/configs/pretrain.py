@@ -65,6 +65,10 @@ def base_config() -> ml_collections.ConfigDict:
   # this many seconds (data/augment.py), hiding the exact cross-modal timing. 0 = off (the
   # original's setting); validation and export windows are never shifted.
   c.data.cross_modal_shift_seconds = 0.0
+  # Batch composition: 0 = a global shuffle of all windows (the original); k > 0 = each batch holds
+  # k chunks of batch_size / k windows, each chunk from one recording (data/sampling.py), so most
+  # negatives of the contrastive loss come from the positive's own night.
+  c.data.recordings_per_batch = 0
 
   # -- model ----------------------------------------------------------------------------------
   c.model = common.encoder()

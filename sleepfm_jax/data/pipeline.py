@@ -5,6 +5,8 @@ Training (`train_dataset` → `train_iterator`):
 
   MapDataset.range(len(source)).seed(seed).shuffle().repeat()   global shuffle, new order each epoch
     .batch(global_batch, drop_remainder=True)                    global batches of window *positions*
+  [or, with recordings_per_batch = k: .range(batches).repeat()
+    .map_with_index(RecordingGroupedBatches(...))]               k chunks of one recording each (sampling.py)
     .map(ProcessSlice(...))                                      this process's contiguous rows
     .map(LoadBatch(source))                                      one fancy-indexed read per shard
     [.random_map(CrossModalShift(...))]                          optional augmentation (augment.py)
@@ -28,9 +30,11 @@ from collections.abc import Iterable, Iterator, Sequence
 import grain
 import numpy as np
 from absl import flags
+from absl import logging
 
 from sleepfm_jax.data.augment import CrossModalShift
 from sleepfm_jax.data.channels import MODALITIES
+from sleepfm_jax.data.sampling import RecordingGroupedBatches
 from sleepfm_jax.data.store import WindowStore
 
 
@@ -92,6 +96,10 @@ class WindowSource(grain.sources.RandomAccessDataSource):
       raise IndexError(f"source position out of range [0, {self._len})")
     return pos if self.indices is None else self.indices[pos]
 
+  def recordings(self) -> np.ndarray:
+    """[len(self)] the store's recording position of each source position."""
+    return self.store.recording_of(self._store_indices(np.arange(self._len)))
+
   def get_batch(self, positions: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
     """Stacked windows at source `positions` (see `WindowStore.get_batch`)."""
     return self.store.get_batch(self._store_indices(positions), self.modalities)
@@ -142,6 +150,7 @@ def train_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
     cross_modal_shift: int = 0,
+    recordings_per_batch: int = 0,
 ) -> grain.MapDataset:
   """Infinite, shuffled, per-process training batches (dicts of stacked numpy arrays).
 
@@ -169,8 +178,17 @@ def train_dataset(
                      f"{pc}")
   if len(source) == 0:
     raise ValueError(f"{source!r} is empty: nothing to train on")
-  ds = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
-  ds = ds.batch(global_batch, drop_remainder=True)
+  if recordings_per_batch > 0:
+    plan = RecordingGroupedBatches(source.recordings(), global_batch=global_batch,
+                                   groups=recordings_per_batch, seed=seed)
+    if plan.left_out["recordings"]:
+      logging.warning("%s: %d recordings (%d windows) have fewer windows than one chunk of %d and "
+                      "are left out of training", source, plan.left_out["recordings"],
+                      plan.left_out["windows"], plan.chunk)
+    ds = grain.MapDataset.range(plan.batches_per_epoch).seed(seed).repeat().map_with_index(plan)
+  else:
+    ds = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat()
+    ds = ds.batch(global_batch, drop_remainder=True)
   ds = ds.map(ProcessSlice(pi, global_batch // pc))
   ds = ds.map(LoadBatch(source))
   if cross_modal_shift > 0:

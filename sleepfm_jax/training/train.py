@@ -119,7 +119,8 @@ def _train_iterator(plan: DataPlan, config: ml_collections.ConfigDict, sample_ra
   shift = int(round(config.data.cross_modal_shift_seconds * sample_rate))
   dataset = pipeline.train_dataset(source, global_batch=micro, seed=config.seed,
                                    process_index=jax.process_index(),
-                                   process_count=jax.process_count(), cross_modal_shift=shift)
+                                   process_count=jax.process_count(), cross_modal_shift=shift,
+                                   recordings_per_batch=config.data.recordings_per_batch)
   return pipeline.train_iterator(dataset, worker_count=config.data.worker_count,
                                  prefetch=config.data.prefetch)
 
