@@ -17,7 +17,7 @@ from conftest import REPO
 from sleepfm_jax import export
 from sleepfm_jax.configs import supervised as supervised_configs
 from sleepfm_jax.data.store import WindowStore
-from sleepfm_jax.evaluation import baselines, metrics, probes, suite
+from sleepfm_jax.evaluation import baselines, features, metrics, probes, suite
 from sleepfm_jax.evaluation.embeddings import load_embeddings
 from sleepfm_jax.evaluation.predictions import load_predictions
 from sleepfm_jax.training import runs, supervised
@@ -149,6 +149,25 @@ def test_spectral_baseline_stages_synthetic_nights(synthetic_store):
   assert m["auroc[W]"] > 0.7 and m["auroc[N2]"] > 0.7, m
   sdb = results[("sdb", 1.0)]
   assert metrics.classification_metrics(sdb.y_true, sdb.y_prob, sdb.classes)["auroc_macro"] > 0.9
+
+
+def test_spectral_baseline_on_some_modalities_reads_only_their_channels(synthetic_store):
+  """`modalities`: the other groups' features are zeros (indicator 0), and each task reads its own
+  modality: SDB from the respiratory channels alone, far weaker from the BAS channels alone."""
+  table = baselines.select_windows(synthetic_store, modalities=("ecg",))
+  assert table.modalities == ("ecg",)
+  x = baselines.store_features(synthetic_store, table, progress=False)
+  names = features.feature_names()
+  ecg = [i for i, n in enumerate(names) if n.startswith("ecg_")]
+  assert np.all(x[:, [i for i in range(len(names)) if i not in ecg]] == 0)
+  assert np.any(x[:, ecg] != 0)
+  auroc = {}
+  for m in ("bas", "resp"):
+    res = baselines.spectral_baseline(synthetic_store, ("sdb",), modalities=(m,), progress=False,
+                                      log=_quiet)[("sdb", 1.0)]
+    assert res.meta["modalities"] == [m]
+    auroc[m] = metrics.classification_metrics(res.y_true, res.y_prob, res.classes)["auroc_macro"]
+  assert auroc["resp"] > 0.85 and auroc["bas"] < auroc["resp"] - 0.15, auroc
 
 
 def test_spectral_cli_takes_the_held_out_recordings_of_a_run(synthetic_run, synthetic_store,

@@ -211,6 +211,7 @@ def spectral_baseline(store: WindowStore | str | os.PathLike,
                       tasks: Sequence[str] = ("staging", "sdb"), *,
                       recordings: Sequence[str] | None = None,
                       channels: Mapping[str, Sequence[str]] | None = None,
+                      modalities: Sequence[str] | None = None,
                       config: probes.ProbeConfig = probes.ProbeConfig(),
                       label_fractions: Sequence[float] = (1.0,), name: str = "spectral",
                       meta: Mapping[str, Any] | None = None, chunk: int = 256,
@@ -222,6 +223,8 @@ def spectral_baseline(store: WindowStore | str | os.PathLike,
     store: the window store.
     tasks: "staging" and/or "sdb".
     recordings, channels: which windows and channels (see `select_windows`).
+    modalities: only these modalities' channels (default all), e.g. ("ecg", "resp") for a
+      cardiorespiratory baseline; the other groups' features are zeros with indicator 0.
     config: the probe protocol (folds, C grid, seed, gap, ...), as for the embedding probes.
     label_fractions: fractions of each outer training set's labels (`probes.label_subset`).
     name: the predictions' name (meta).
@@ -234,7 +237,7 @@ def spectral_baseline(store: WindowStore | str | os.PathLike,
     (task, fraction) -> out-of-fold `Predictions`, or `probes.Skipped` with the reason.
   """
   store = store if isinstance(store, WindowStore) else WindowStore(store)
-  table = select_windows(store, recordings, channels)
+  table = select_windows(store, recordings, channels, modalities)
   x = None
   out: dict[tuple[str, float], Predictions | probes.Skipped] = {}
   for task in tasks:
@@ -255,6 +258,7 @@ def spectral_baseline(store: WindowStore | str | os.PathLike,
           fold=res.fold, unit=res.unit,
           meta={"name": name, "feature": "spectral", "label_fraction": float(f),
                 "scheme": res.scheme, **provenance(table, config), "probe": res.summary(),
+                "modalities": list(table.modalities),
                 **(meta or {})})
       log(f"[{name}] {task}@{f:g}: {len(res.index)} windows, {len(res.folds)} folds "
           f"({res.seconds:.1f}s)" + ("" if res.converged else "  NOT CONVERGED"))
