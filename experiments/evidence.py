@@ -44,6 +44,9 @@ _CNN_FRACTIONS = flags.DEFINE_list(
 _FOLDS = flags.DEFINE_integer("outer_folds", _DEFAULT.outer_folds, "Outer folds.")
 _CNN = flags.DEFINE_bool("cnn", _DEFAULT.cnn, "Train the end-to-end CNN baseline.")
 _SPECTRAL = flags.DEFINE_bool("spectral", _DEFAULT.spectral, "Run the spectral baseline.")
+_SPECTRAL_MODALITIES = flags.DEFINE_list(
+    "spectral_modalities", [], "Also the spectral features of some modalities only, each a "
+    "probe source spectral_<entry> (e.g. bas,ecg,resp,ecg+resp): which modality carries a task.")
 _CONTROL = flags.DEFINE_bool("uncoupled_control", _DEFAULT.uncoupled_control,
                              "SYNTHETIC: also pretrain on coupling='none' nights.")
 _DTYPE = flags.DEFINE_enum("dtype", _DEFAULT.dtype, ["float32", "bfloat16"],
@@ -75,7 +78,8 @@ def main(argv):
       label_fractions=tuple(float(f) for f in _FRACTIONS.value), outer_folds=_FOLDS.value,
       cnn=_CNN.value, cnn_label_subjects=tuple(int(k) for k in _CNN_SUBJECTS.value),
       cnn_label_fractions=tuple(float(f) for f in _CNN_FRACTIONS.value),
-      spectral=_SPECTRAL.value, uncoupled_control=_CONTROL.value, dtype=_DTYPE.value,
+      spectral=_SPECTRAL.value, spectral_modalities=tuple(_SPECTRAL_MODALITIES.value),
+      uncoupled_control=_CONTROL.value, dtype=_DTYPE.value,
       export_dtype=_EXPORT_DTYPE.value,
       width=_WIDTH.value, pretrain_overrides=tuple(_OVERRIDES.value), features=_FEATURES.value,
       sleepedf_dir=_SLEEPEDF.value or str(_REPO.parent / "shared" / "data" / "psg-real" /

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from sleepfm_jax.data.channels import MODALITIES
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import baselines, probes, references, retrieval
 from sleepfm_jax.evaluation import embeddings as emb_format
@@ -67,6 +68,9 @@ class Settings:
   cnn_label_subjects: tuple[int, ...] = ()  # synthetic
   cnn_label_fractions: tuple[float, ...] = ()  # sleepedf
   spectral: bool = True
+  # Also the spectral features of some modalities only, one probe source each ("spectral_<entry>"),
+  # e.g. ("bas", "ecg+resp"): which modality carries each task's information.
+  spectral_modalities: tuple[str, ...] = ()
   sleepedf_dir: str = ""
   pretrain_fraction: float = 0.5  # sleepedf: share of the night's time blocks pretraining sees
   quick: bool = False  # tiny encoders (the `quick` preset option): smoke tests, not results
@@ -352,7 +356,8 @@ def probe_rows(es: emb_format.EmbeddingSet, source: str, seed: int, s: Settings,
 
 
 def spectral_rows(store: WindowStore, table: baselines.WindowTable, seed: int, s: Settings,
-                  tasks: Sequence[str], budget_list: Sequence[Budget]) -> list[dict]:
+                  tasks: Sequence[str], budget_list: Sequence[Budget],
+                  source: str = "spectral") -> list[dict]:
   x = baselines.store_features(store, table, progress=False)
   rows = []
   for task in tasks:
@@ -362,7 +367,7 @@ def spectral_rows(store: WindowStore, table: baselines.WindowTable, seed: int, s
     for b in budget_list:
       res = probes.run_probe(x, y, table.subject_id, classes, b.probe_config(s, seed), b.fraction,
                              task=task, feature="spectral")
-      rows.append(_metric_row(res.y_true, res.y_prob, res.classes, source="spectral",
+      rows.append(_metric_row(res.y_true, res.y_prob, res.classes, source=source,
                               feature="spectral", task=task, labels=b.name, seed=seed))
   return rows
 
@@ -496,6 +501,12 @@ def _baselines(cache: pathlib.Path, store_path: str, recordings, windows, channe
     log(f"[seed {seed}] spectral features")
     rows += _json_by_budget(cache / "spectral.json", blist, lambda bl: spectral_rows(
         store, table, seed, s, tasks, bl))
+  for entry in s.spectral_modalities:
+    log(f"[seed {seed}] spectral features of {entry}")
+    part = baselines.select_windows(store, recordings, channels, entry.split("+"), windows=windows)
+    rows += _json_by_budget(cache / f"spectral_{entry}.json", blist,
+                            lambda bl, part=part, entry=entry: spectral_rows(
+                                store, part, seed, s, tasks, bl, source=f"spectral_{entry}"))
   if s.cnn:
     for task in tasks:
       log(f"[seed {seed}] end-to-end CNN, {task}")
@@ -576,6 +587,11 @@ def store_rows(store: WindowStore, recording_id: np.ndarray, epoch: np.ndarray) 
 
 
 def run(s: Settings, log=print) -> dict[str, Any]:
+  for entry in s.spectral_modalities:
+    unknown = [m for m in entry.split("+") if m not in MODALITIES]
+    if unknown or not entry:
+      raise ValueError(f"spectral_modalities entry {entry!r}: expected modalities of "
+                       f"{MODALITIES} joined by '+', e.g. 'ecg+resp'")
   if s.dataset == "synthetic":
     return run_synthetic(s, log)
   if s.dataset == "sleepedf":

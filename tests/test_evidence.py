@@ -1,5 +1,6 @@
 """The evidence experiments (sleepfm_jax/evidence.py): inductive splits and a small end-to-end run."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -66,10 +67,12 @@ def test_synthetic_experiment_end_to_end_is_cached_and_renders(tmp_path):
   s = evidence.Settings(dataset="synthetic", workdir=str(tmp_path / "ev"), seeds=(0,),
                         subjects=8, hours=0.5, steps=4, modes=("leave_one_out",),
                         uncoupled_control=False, label_subjects=(1, 0), outer_folds=2,
-                        retrieval_candidates=20, cnn=False, quick=True, progress=False)
+                        retrieval_candidates=20, cnn=False, quick=True, progress=False,
+                        spectral_modalities=("bas", "ecg+resp"))
   out = evidence.run(s, log=lambda m: None)
   sources = {(r["source"], r["task"], r["feature"], r["labels"]) for r in out["metrics"]}
-  for source, feature in (("loo", "concat"), ("untrained", "concat"), ("spectral", "spectral")):
+  for source, feature in (("loo", "concat"), ("untrained", "concat"), ("spectral", "spectral"),
+                          ("spectral_bas", "spectral"), ("spectral_ecg+resp", "spectral")):
     for task in ("staging", "sdb"):
       assert (source, task, feature, "1 subject") in sources
   assert any(lab.startswith("all (") for *_, lab in sources)
@@ -78,6 +81,12 @@ def test_synthetic_experiment_end_to_end_is_cached_and_renders(tmp_path):
   directions = {r["direction"] for r in out["retrieval"] if r["source"] == "loo"}
   assert {"bas->ecg", "ecg->resp", "bas->others"} <= directions
   assert all(r["n_candidates"] == 20 for r in out["retrieval"])
+  # Features of some modalities only: the same windows, other scores (SDB lives in resp).
+  sdb = {r["source"]: r for r in out["metrics"] if r["task"] == "sdb" and r["labels"] != "1 subject"}
+  assert sdb["spectral_bas"]["n"] == sdb["spectral"]["n"] == sdb["spectral_ecg+resp"]["n"]
+  assert sdb["spectral_ecg+resp"]["auroc"] > sdb["spectral_bas"]["auroc"] + 0.1, sdb
+  with pytest.raises(ValueError, match="spectral_modalities entry 'eeg'"):
+    evidence.run(dataclasses.replace(s, spectral_modalities=("eeg",)))
   assert [b["source"] for b in out["budget"]] == ["loo"] and out["budget"][0]["steps"] == 4
   # Held-out subjects only: no probed window comes from a pretraining subject.
   split = runs.run_splits(str(tmp_path / "ev" / "seed_0" / "pretrain_loo"))
