@@ -51,8 +51,8 @@ class RecordingGroupedBatches:
     if self.batches_per_epoch < 1:
       raise ValueError(f"{len(recordings)} windows in {len(ids)} recordings do not fill one batch "
                        f"of {groups} chunks of {self.chunk} windows from one recording each")
-    self._epoch: int | None = None
-    self._plan: np.ndarray | None = None
+    self._cached: tuple[int, np.ndarray] | None = None  # (epoch, plan): one attribute, so
+    # reader threads that straddle an epoch boundary never pair one epoch with another's plan
 
   def epoch_plan(self, epoch: int) -> np.ndarray:
     """[batches_per_epoch, global_batch] source positions of every batch of `epoch`."""
@@ -69,11 +69,10 @@ class RecordingGroupedBatches:
 
   def __call__(self, index: int, _element=None) -> np.ndarray:
     epoch, b = divmod(int(index), self.batches_per_epoch)
-    if self._epoch != epoch:  # one plan cached: batches are read in order
-      self._plan, self._epoch = self.epoch_plan(epoch), epoch
-    return self._plan[b].copy()
+    cached = self._cached
+    if cached is None or cached[0] != epoch:  # one plan cached: batches are read in order
+      cached = self._cached = (epoch, self.epoch_plan(epoch))
+    return cached[1][b].copy()
 
   def __getstate__(self):
-    state = dict(self.__dict__)
-    state["_epoch"], state["_plan"] = None, None
-    return state
+    return {**self.__dict__, "_cached": None}
