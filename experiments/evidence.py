@@ -47,6 +47,9 @@ _SPECTRAL = flags.DEFINE_bool("spectral", _DEFAULT.spectral, "Run the spectral b
 _SPECTRAL_MODALITIES = flags.DEFINE_list(
     "spectral_modalities", [], "Also the spectral features of some modalities only, each a "
     "probe source spectral_<entry> (e.g. bas,ecg,resp,ecg+resp): which modality carries a task.")
+_STAGE_GAIN = flags.DEFINE_float(
+    "stage_gain", _DEFAULT.stage_gain, "SYNTHETIC: scales the stage's effect on heart rate, "
+    "breathing rate and depth (1 = literature-sized; larger = a positive control).")
 _CONTROL = flags.DEFINE_bool("uncoupled_control", _DEFAULT.uncoupled_control,
                              "SYNTHETIC: also pretrain on coupling='none' nights.")
 _DTYPE = flags.DEFINE_enum("dtype", _DEFAULT.dtype, ["float32", "bfloat16"],
@@ -79,7 +82,7 @@ def main(argv):
       cnn=_CNN.value, cnn_label_subjects=tuple(int(k) for k in _CNN_SUBJECTS.value),
       cnn_label_fractions=tuple(float(f) for f in _CNN_FRACTIONS.value),
       spectral=_SPECTRAL.value, spectral_modalities=tuple(_SPECTRAL_MODALITIES.value),
-      uncoupled_control=_CONTROL.value, dtype=_DTYPE.value,
+      uncoupled_control=_CONTROL.value, stage_gain=_STAGE_GAIN.value, dtype=_DTYPE.value,
       export_dtype=_EXPORT_DTYPE.value,
       width=_WIDTH.value, pretrain_overrides=tuple(_OVERRIDES.value), features=_FEATURES.value,
       sleepedf_dir=_SLEEPEDF.value or str(_REPO.parent / "shared" / "data" / "psg-real" /

@@ -48,6 +48,9 @@ _COUPLING = flags.DEFINE_enum(
     "coupling", _DEFAULT["coupling"], list(synthetic.COUPLINGS),
     "physiological: every modality renders one latent physiology (shared breaths, beats, arousals, "
     "movements); none: each modality renders its own (the negative control).")
+_STAGE_GAIN = flags.DEFINE_float(
+    "stage_gain", 1.0, "Scales how far heart rate, breathing rate and tidal depth move with the "
+    "stage (1: literature-sized; larger: a positive control, not physiology; 0 to 5).")
 _FIGURES_DIR = flags.DEFINE_string("figures_dir", None,
                                    "If set, also render the docs figures (PNG) there.")
 cli.define_renamed("output_dir", "out")
@@ -66,7 +69,7 @@ def main(argv: Sequence[str]) -> None:
         seed=_SEED.value, rates=_SAMPLE_RATES.value, channel_set=_CHANNEL_SET.value,
         workers=_WORKERS.value, annotation_formats=_ANNOTATIONS.value,
         missing_prob=_MISSING_PROB.value, distractor_prob=_DISTRACTOR_PROB.value,
-        coupling=_COUPLING.value)
+        coupling=_COUPLING.value, stage_gain=_STAGE_GAIN.value)
     out = pathlib.Path(_OUT.value)
     report = json.loads((out / "generation_report.json").read_text())
     logging.info("wrote %d nights (%d subjects) to %s", report["nights"],

@@ -57,6 +57,9 @@ class Settings:
   steps: int = 600  # pretraining steps per run
   modes: tuple[str, ...] = ("leave_one_out", "pairwise")
   uncoupled_control: bool = True  # synthetic: LOO on coupling="none" nights (retrieval control)
+  # synthetic: scales the stage's effect on heart rate, breathing rate and depth (1 = the
+  # literature-sized default; larger = a positive control, `synthetic.generate_night`)
+  stage_gain: float = 1.0
   label_subjects: tuple[int, ...] = (1, 2, 4, 8, 0)  # synthetic; 0 = every training subject
   label_fractions: tuple[float, ...] = (0.1, 1.0)  # sleepedf
   outer_folds: int = 3
@@ -152,11 +155,13 @@ def synthetic_store(root: pathlib.Path, s: Settings, coupling: str) -> str:
   from sleepfm_jax.data import discovery, synthetic  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.data.preprocess import preprocess  # pylint: disable=import-outside-toplevel
 
-  data, store = root / f"data_{coupling}", root / f"store_{coupling}"
+  name = coupling + ("" if s.stage_gain == 1.0 else f"_stage{s.stage_gain:g}")
+  data, store = root / f"data_{name}", root / f"store_{name}"
   if not (store / "index.json").exists():
     if not (data / "synthetic_manifest.json").exists():
       hi = max(64, s.sample_rate)
       synthetic.write_dataset(data, s.subjects, hours=s.hours, seed=0, coupling=coupling,
+                              stage_gain=s.stage_gain,
                               rates=f"eeg={hi},eog={hi},emg={hi},ecg={hi},resp=32,spo2=1",
                               workers=2, progress=s.progress)
     cfg = presets.get_config("synthetic").to_dict()

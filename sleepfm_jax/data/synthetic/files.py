@@ -114,10 +114,10 @@ def write_night(night: SyntheticNight, out_dir: str | os.PathLike,
 
 def _night_task(args) -> tuple[dict[str, Any], dict[str, float]]:
   """Worker: generate and write one night (top-level so that spawn workers can run it)."""
-  params, night, hours, seed, rates, out_dir, formats, coupling = args
+  params, night, hours, seed, rates, out_dir, formats, coupling, stage_gain = args
   t0 = time.perf_counter()
   n = generate_night(params, hours=hours, seed=night_seed(seed, params.index, night),
-                     rates=rates, night=night, coupling=coupling)
+                     rates=rates, night=night, coupling=coupling, stage_gain=stage_gain)
   t1 = time.perf_counter()
   entry = write_night(n, out_dir, formats)
   t2 = time.perf_counter()
@@ -131,24 +131,29 @@ def write_dataset(out_dir: str | os.PathLike, n_subjects: int, nights: int = 1,
                   channel_set: str | Sequence[str] = "standard", workers: int = 1,
                   annotation_formats: Sequence[str] = ("edf", "csv"),
                   missing_prob: float = 1.0, distractor_prob: float = 0.3,
-                  progress: bool = True, coupling: str = "physiological") -> dict[str, Any]:
+                  progress: bool = True, coupling: str = "physiological",
+                  stage_gain: float = 1.0) -> dict[str, Any]:
   """Writes a SYNTHETIC data set: per night an EDF+ file and annotations, plus
   `synthetic_manifest.json` (deterministic) and `generation_report.json` (timings).
 
-  Files depend only on (seed, subject index, night, hours, rates, channel set, coupling), not on
-  `workers`. `coupling`: see `generate_night`. Returns the manifest.
+  Files depend only on (seed, subject index, night, hours, rates, channel set, coupling,
+  stage_gain), not on `workers`. `coupling`, `stage_gain`: see `generate_night` (the manifest
+  records `stage_gain` only when it is not 1). Returns the manifest.
   """
   if n_subjects < 1 or nights < 1:
     raise ValueError("need at least one subject and one night")
   if coupling not in COUPLINGS:
     raise ValueError(f"coupling={coupling!r}: choose one of {COUPLINGS}")
+  if not 0.0 <= stage_gain <= 5.0:
+    raise ValueError(f"stage_gain={stage_gain}: expected 0 to 5")
   rates = parse_rates(rates)
   names = resolve_channel_set(channel_set)
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   subjects = [sample_subject(i, seed, names, missing_prob=missing_prob,
                              distractor_prob=distractor_prob) for i in range(n_subjects)]
-  tasks = [(s, k, hours, seed, rates, str(out_dir), tuple(annotation_formats), coupling)
+  tasks = [(s, k, hours, seed, rates, str(out_dir), tuple(annotation_formats), coupling,
+            float(stage_gain))
            for s in subjects for k in range(1, nights + 1)]
   t0 = time.perf_counter()
   results: dict[tuple[int, int], tuple[dict, dict]] = {}
@@ -181,6 +186,7 @@ def write_dataset(out_dir: str | os.PathLike, n_subjects: int, nights: int = 1,
       "seed": int(seed),
       "hours": float(hours),
       "coupling": coupling,
+      **({"stage_gain": float(stage_gain)} if stage_gain != 1.0 else {}),
       "nights_per_subject": int(nights),
       "channel_set": list(names),
       "rates": rates,

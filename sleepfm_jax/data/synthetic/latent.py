@@ -22,7 +22,7 @@ import numpy as np
 import scipy.signal
 
 from sleepfm_jax.data.synthetic import events as ev
-from sleepfm_jax.data.synthetic.constants import CR, REM
+from sleepfm_jax.data.synthetic.constants import CR, REM, W
 from sleepfm_jax.data.synthetic.noise import (intervals_to_track, lognormal_mod, poisson_times,
                                               renewal_gate)
 from sleepfm_jax.data.synthetic.subject import SubjectParams, signature
@@ -73,9 +73,22 @@ class Latent:
     return np.array([a[0] for a in self.arousals])
 
 
+def stage_profile(values: np.ndarray, gain: float) -> np.ndarray:
+  """Per-stage `values` (W first) with their departures from wake scaled by `gain` (1: as is)."""
+  if gain == 1.0:
+    return values
+  return values[W] + gain * (values - values[W])
+
+
 def draw_latent(rng: np.random.Generator, p: SubjectParams, stages: np.ndarray, P: np.ndarray,
-                run_ct: np.ndarray, resp_events: list[dict[str, Any]]) -> Latent:
-  """Draws the latent physiology of one night from one random stream."""
+                run_ct: np.ndarray, resp_events: list[dict[str, Any]],
+                stage_gain: float = 1.0) -> Latent:
+  """Draws the latent physiology of one night from one random stream.
+
+  `stage_gain` scales how far heart rate, breathing rate and tidal depth move with the stage,
+  away from their wake values (`stage_profile`): 1 keeps the literature-sized effects; larger
+  values are a positive control for cross-modal learning of the stage, not physiology.
+  """
   r_arousal, r_gate, r_move, r_breath, r_hr = rng.spawn(5)
   n_ct = P.shape[0]
   arousals = ev.arousals(r_arousal, p, stages, resp_events)
@@ -88,8 +101,8 @@ def draw_latent(rng: np.random.Generator, p: SubjectParams, stages: np.ndarray, 
   position = ev.positions(r_move, p, moves, n_ct)
   events_ind = intervals_to_track([(e["onset"], e["onset"] + e["duration"])
                                    for e in resp_events], n_ct, 2.0)
-  breathing = _breathing(r_breath, p, P, resp_events, arousal)
-  heart = _heart(r_hr, p, P, breathing, onsets, events_ind, position)
+  breathing = _breathing(r_breath, p, P, resp_events, arousal, stage_gain)
+  heart = _heart(r_hr, p, P, breathing, onsets, events_ind, position, stage_gain)
   return Latent(P=P, run_ct=run_ct, arousals=arousals, arousal=arousal, moves=moves,
                 position=position, eyes_open=eyes_open, phasic=phasic, events_ind=events_ind,
                 breathing=breathing, heart=heart)
@@ -124,12 +137,13 @@ def _event_modulation(rng: np.random.Generator, n_ct: int, resp_events: list[dic
 
 
 def _breathing(rng: np.random.Generator, p: SubjectParams, P: np.ndarray,
-               resp_events: list[dict[str, Any]], arousal: np.ndarray) -> Breathing:
+               resp_events: list[dict[str, Any]], arousal: np.ndarray,
+               stage_gain: float = 1.0) -> Breathing:
   n_ct = P.shape[0]
-  rate = (p.resp_rate / 60.0) * (P @ _BREATH_RATE)
+  rate = (p.resp_rate / 60.0) * (P @ stage_profile(_BREATH_RATE, stage_gain))
   rate = rate * lognormal_mod(rng, n_ct, 40.0, P @ _BREATH_SLOW_SD)
   rate = rate * lognormal_mod(rng, n_ct, 4.0, P @ _BREATH_FAST_SD)
-  tidal = (P @ _TIDAL) * lognormal_mod(rng, n_ct, 8.0, P @ _TIDAL_SD)
+  tidal = (P @ stage_profile(_TIDAL, stage_gain)) * lognormal_mod(rng, n_ct, 8.0, P @ _TIDAL_SD)
   flow, effort, paradox = _event_modulation(rng, n_ct, resp_events)
   rate = rate * (1 + 0.15 * arousal)
   phase = 2 * np.pi * np.cumsum(rate) / CR + rng.uniform(0, 2 * np.pi)
@@ -148,10 +162,11 @@ _RSA_BPM = np.array([2.5, 3.5, 4.5, 5.0, 2.5])
 
 
 def _heart(rng: np.random.Generator, p: SubjectParams, P: np.ndarray, b: Breathing,
-           arousal_onsets: np.ndarray, events_ind: np.ndarray, position: np.ndarray) -> Heart:
+           arousal_onsets: np.ndarray, events_ind: np.ndarray, position: np.ndarray,
+           stage_gain: float = 1.0) -> Heart:
   n_ct = P.shape[0]
   t_ct = np.arange(n_ct) / CR
-  hr = p.hr_base * (P @ _HR_STAGE)
+  hr = p.hr_base * (P @ stage_profile(_HR_STAGE, stage_gain))
   hr = hr * lognormal_mod(rng, n_ct, 20.0, P @ _HR_SD) * lognormal_mod(rng, n_ct, 90.0, 0.04)
   # RSA grows with tidal volume and falls with breathing rate (Hirsch & Bishop 1981); heart rate
   # rises through inspiration and peaks late in it.

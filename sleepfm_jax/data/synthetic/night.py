@@ -113,7 +113,7 @@ _STREAMS = ("hypnogram", "stage", "resp_events", "latent", "eeg", "eog", "emg", 
 
 def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
                    rates: Mapping[str, float] | str | None = None, night: int = 1,
-                   coupling: str = "physiological") -> SyntheticNight:
+                   coupling: str = "physiological", stage_gain: float = 1.0) -> SyntheticNight:
   """Generates one SYNTHETIC night in memory.
 
   Args:
@@ -126,9 +126,14 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
       (BAS, ECG and respiratory channels each render an independent latent; they share only the
       hypnogram and the scored respiratory events: the negative control). The BAS channels are the
       same under both settings.
+    stage_gain: scales how far heart rate, breathing rate and tidal depth move with the stage
+      (`latent.stage_profile`); 1 (default) keeps the literature-sized effects, larger values are
+      a positive control that makes the stage visible in ECG and respiration (0 to 5).
   """
   if coupling not in COUPLINGS:
     raise ValueError(f"coupling={coupling!r}: choose one of {COUPLINGS}")
+  if not 0.0 <= stage_gain <= 5.0:
+    raise ValueError(f"stage_gain={stage_gain}: expected 0 to 5")
   rates = parse_rates(rates)
   n_epochs = int(hours * 3600.0 // EPOCH_SECONDS)
   if n_epochs < 1:
@@ -145,10 +150,11 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
   resp_events = ev.respiratory_events(r["resp_events"], p, stages, ahi_night)
   lat_rngs = r["latent"].spawn(3)
   if coupling == "none":
-    lat = {m: draw_latent(g, p, stages, P, run_ct, resp_events)
+    lat = {m: draw_latent(g, p, stages, P, run_ct, resp_events, stage_gain)
            for m, g in zip(MODALITIES, lat_rngs, strict=True)}
   else:
-    lat = dict.fromkeys(MODALITIES, draw_latent(lat_rngs[0], p, stages, P, run_ct, resp_events))
+    lat = dict.fromkeys(MODALITIES, draw_latent(lat_rngs[0], p, stages, P, run_ct, resp_events,
+                                                stage_gain))
   present = set(p.channels)
   signals = _render_bas(r, p, lat["bas"], present, rates, duration)
   if "ECG" in present:
@@ -164,8 +170,11 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
   events += [(float(o), float(d), "arousal") for o, d in lat["bas"].arousals]
   events += [(o, d, "desaturation") for o, d in desats]
   events.sort(key=lambda e: (e[0], e[2]))
-  return _finalise(r["misc"], p, night, seed, duration, stages, signals, rates, events,
-                   ahi_night, len(resp_events), coupling, lat["bas"].position)
+  out = _finalise(r["misc"], p, night, seed, duration, stages, signals, rates, events,
+                  ahi_night, len(resp_events), coupling, lat["bas"].position)
+  if stage_gain != 1.0:  # recorded only when set, so default data sets stay byte-identical
+    out.info["stage_gain"] = float(stage_gain)
+  return out
 
 
 def _render_bas(r: dict[str, np.random.Generator], p: SubjectParams, lat: Latent,
