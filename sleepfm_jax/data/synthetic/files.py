@@ -16,6 +16,7 @@ import numpy as np
 from sleepfm_jax.data.synthetic.constants import (CHANNELS, COUPLINGS, DIGITAL, EVENT_LABELS,
                                                    GENERATOR_VERSION, MODALITY, PREFILTERING,
                                                    STAGES, parse_rates, resolve_channel_set, rnd)
+from sleepfm_jax.data.synthetic.latent import check_stage_gain
 from sleepfm_jax.data.synthetic.night import SyntheticNight, generate_night
 from sleepfm_jax.data.synthetic.subject import night_seed, sample_subject
 
@@ -144,8 +145,7 @@ def write_dataset(out_dir: str | os.PathLike, n_subjects: int, nights: int = 1,
     raise ValueError("need at least one subject and one night")
   if coupling not in COUPLINGS:
     raise ValueError(f"coupling={coupling!r}: choose one of {COUPLINGS}")
-  if not 0.0 <= stage_gain <= 5.0:
-    raise ValueError(f"stage_gain={stage_gain}: expected 0 to 5")
+  check_stage_gain(stage_gain)  # before any worker starts
   rates = parse_rates(rates)
   names = resolve_channel_set(channel_set)
   out_dir = pathlib.Path(out_dir)

@@ -73,6 +73,17 @@ class Latent:
     return np.array([a[0] for a in self.arousals])
 
 
+STAGE_GAIN_RANGE = (0.0, 5.0)
+
+
+def check_stage_gain(gain: float) -> float:
+  """`gain` if it lies in `STAGE_GAIN_RANGE`, else a ValueError."""
+  lo, hi = STAGE_GAIN_RANGE
+  if not lo <= gain <= hi:
+    raise ValueError(f"stage_gain={gain}: expected {lo:g} to {hi:g}")
+  return float(gain)
+
+
 def stage_profile(values: np.ndarray, gain: float) -> np.ndarray:
   """Per-stage `values` (W first) with their departures from wake scaled by `gain` (1: as is)."""
   if gain == 1.0:

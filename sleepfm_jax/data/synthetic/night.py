@@ -23,7 +23,7 @@ from sleepfm_jax.data.synthetic.constants import (CHANNELS, COUPLINGS, CR, EPOCH
                                                    EVENT_LABELS, PHYSICAL_RANGES,
                                                    RESPIRATORY_KINDS, STAGE_LABELS, STAGES, UNITS,
                                                    W, parse_rates, rnd)
-from sleepfm_jax.data.synthetic.latent import Latent, draw_latent
+from sleepfm_jax.data.synthetic.latent import Latent, check_stage_gain, draw_latent
 from sleepfm_jax.data.synthetic.noise import add_at, add_movements, highpass, to_rate
 from sleepfm_jax.data.synthetic.render_ecg import render_ecg
 from sleepfm_jax.data.synthetic.render_eeg import render_eeg
@@ -132,8 +132,7 @@ def generate_night(params: SubjectParams, hours: float = 8.0, seed: int = 0,
   """
   if coupling not in COUPLINGS:
     raise ValueError(f"coupling={coupling!r}: choose one of {COUPLINGS}")
-  if not 0.0 <= stage_gain <= 5.0:
-    raise ValueError(f"stage_gain={stage_gain}: expected 0 to 5")
+  check_stage_gain(stage_gain)
   rates = parse_rates(rates)
   n_epochs = int(hours * 3600.0 // EPOCH_SECONDS)
   if n_epochs < 1:
