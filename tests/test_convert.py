@@ -148,6 +148,9 @@ def test_converter_refuses_mismatched_missing_and_unexpected_keys():
   missing = {k: v for k, v in sd5.items() if k != "stage3.stack.s3.conv2.bias"}
   with pytest.raises(ValueError, match=r"missing key\(s\) \['stage3\.stack\.s3\.conv2\.bias'\]"):
     convert.torch_state_dict_to_nnx(jmodel, missing)
+  grouped = nnx.eval_shape(lambda: EffNet1D(5, rngs=nnx.Rngs(0), norm="group:8", **TINY))
+  with pytest.raises(ValueError, match="original's encoders use BatchNorm.*'group:8'"):
+    convert.torch_state_dict_to_nnx(grouped, sd5)
   with pytest.raises(ValueError, match=r"unexpected key\(s\) \['stage10\.weight'\]"):
     convert.torch_state_dict_to_nnx(jmodel, {**sd5, "stage10.weight": sd5["stage9.weight"]})
   # The converted arrays are copies: in-place torch updates do not reach them.

@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 
 from sleepfm_jax.models import effnet1d
-from sleepfm_jax.models.effnet1d import (BatchNorm1d, Conv1d, EffNet1D, count_params,
-                                         remat_stage_count, resolve_remat)
+from sleepfm_jax.models.effnet1d import (BatchNorm1d, Conv1d, EffNet1D, GroupNorm1d,
+                                         count_params, parse_norm, remat_stage_count,
+                                         resolve_remat)
 
 @nnx.jit(static_argnames=("train", "return_intermediates"))
 def apply(model, x, train, return_intermediates=False):
@@ -330,3 +331,46 @@ def test_remat_setting_is_checked():
   for bad in ("all", "block:8", "block:-1", "block:x", "stage:2"):
     with pytest.raises(ValueError, match="block:N"):
       remat_stage_count(bad, 7)
+
+
+def test_groupnorm_matches_pytorch():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(2)
+  x = (rng.normal(size=(3, 20, 12)) * np.linspace(0.5, 3, 12) + np.arange(12)).astype(np.float32)
+  gn = GroupNorm1d(12, groups=4)
+  gn.scale[...] = jnp.asarray(rng.normal(size=12), jnp.float32)
+  gn.bias[...] = jnp.asarray(rng.normal(size=12), jnp.float32)
+  ref = torch.nn.functional.group_norm(torch.from_numpy(x).permute(0, 2, 1), 4,
+                                       torch.from_numpy(np.asarray(gn.scale[...])),
+                                       torch.from_numpy(np.asarray(gn.bias[...])), eps=1e-5)
+  want = ref.permute(0, 2, 1).numpy()
+  for train in (True, False):
+    np.testing.assert_allclose(np.asarray(gn(jnp.asarray(x), train=train)), want, atol=2e-5)
+
+
+def _first_embedding(norm, others):
+  model = EffNet1D(2, rngs=nnx.Rngs(params=0, dropout=1), norm=norm, **{**TINY, "dropout": 0.0})
+  x = jnp.concatenate([jnp.ones((1, 2, 256)), others], axis=0)
+  return np.asarray(model(x, train=True)[0])
+
+
+def test_groupnorm_embeddings_do_not_depend_on_the_rest_of_the_batch():
+  """In training, a BatchNorm encoder's output for one window changes with the other windows of
+  its batch (shared statistics); a GroupNorm encoder's does not, and it keeps no running state."""
+  rng = np.random.default_rng(3)
+  a, b = (jnp.asarray(rng.normal(size=(5, 2, 256)), jnp.float32) for _ in range(2))
+  np.testing.assert_allclose(_first_embedding("group:8", a), _first_embedding("group:8", b),
+                             rtol=1e-5, atol=1e-6)
+  assert not np.allclose(_first_embedding("batch", a), _first_embedding("batch", b), atol=1e-3)
+  model = EffNet1D(2, rngs=nnx.Rngs(0), norm="group:8", **TINY)
+  assert jax.tree.leaves(nnx.state(model, nnx.BatchStat)) == []
+  assert count_params(model) == count_params(EffNet1D(2, rngs=nnx.Rngs(0), **TINY))
+
+
+def test_norm_setting_is_checked():
+  assert [parse_norm(n) for n in ("batch", "group:1", "group:8")] == [0, 1, 8]
+  for bad in ("layer", "group", "group:0", "group:x", "batch:2"):
+    with pytest.raises(ValueError, match="group:G"):
+      parse_norm(bad)
+  with pytest.raises(ValueError, match="do not split into 3 groups"):
+    EffNet1D(2, rngs=nnx.Rngs(0), norm="group:3", **TINY)  # width 8

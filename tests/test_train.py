@@ -27,6 +27,8 @@ from conftest import REPO
 from sleepfm_jax.data import discovery, pipeline
 from sleepfm_jax.data.preprocess import preprocess
 from sleepfm_jax.data.store import WindowStore
+from sleepfm_jax import export
+from sleepfm_jax.evaluation import embeddings as emb_format
 from sleepfm_jax.training import factories, runs, sharding, steps, train
 
 
@@ -79,6 +81,25 @@ def test_stop_and_resume_is_exact(sc_store, reference_run, tmp_path):
   resumed = tu.losses_by_step(tmp_path)
   assert sorted(resumed) == list(range(1, 9))
   tu.assert_same_losses(tu.losses_by_step(ref_dir), resumed, range(1, 9))
+
+
+def test_groupnorm_encoders_train_resume_exactly_and_export(sc_store, tmp_path):
+  """`model.norm = "group:8"` (no BatchNorm running statistics to checkpoint) trains, resumes bit
+  for bit, and its checkpoint loads back into GroupNorm encoders that export."""
+  group = {"model.norm": "group:8"}
+  ref = tmp_path / "ref"
+  train.train(tu.tiny_config(sc_store, **group), str(ref))
+  cut = tmp_path / "cut"
+  train.train(tu.tiny_config(sc_store, stop_at_step=4, **group), str(cut))
+  summary = train.train(tu.tiny_config(sc_store, **group), str(cut), resume=True)
+  assert summary["start_step"] == 4 and summary["final_step"] == 8
+  tu.assert_same_losses(tu.losses_by_step(ref), tu.losses_by_step(cut), range(1, 9))
+  embedder = export.load_embedder(str(ref), batch_size=16)
+  assert all(e.norm == "group:8" for e in embedder.model.encoders.values())
+  out = export.export_store(embedder, sc_store, str(tmp_path / "emb"), batch_size=16,
+                            progress=False)
+  emb = emb_format.load_embeddings(out.parent)
+  assert np.isfinite(emb.emb["bas"]).all() and len(emb) > 1000
 
 
 def _wait_for_checkpoint(workdir: pathlib.Path, step: int, proc, timeout: float = 300):

@@ -93,6 +93,9 @@ def encoder() -> ml_collections.ConfigDict:
   # there (less memory, more compute; docs/performance.md "Memory"); "block:N": only in the
   # first N MBConv stages (the longest activations). "none": keep everything.
   m.remat = "none"
+  # "batch": the original's BatchNorm; "group:G": GroupNorm with G groups (per-sample statistics,
+  # so nothing in a window's embedding depends on the rest of its batch; docs/model.md).
+  m.norm = "batch"
   return m
 
 

@@ -317,6 +317,64 @@ class BatchNorm1d(nnx.Module):
     return _affine(x.astype(self.dtype), a, b)
 
 
+class GroupNorm1d(nnx.Module):
+  """Group normalisation over the channel (last) axis, with PyTorch's `nn.GroupNorm` semantics.
+
+  The channels are split into `groups` contiguous groups; each sample is normalised with the
+  mean and biased variance of its own group (over time and the group's channels), then scaled
+  and shifted per channel. Nothing depends on the other samples of the batch, so train and eval
+  are the same computation and there are no running statistics. Statistics are float32 (two
+  passes, as `BatchNorm1d`'s), the output is rounded once to the compute dtype.
+  """
+
+  def __init__(
+      self,
+      num_features: int,
+      *,
+      groups: int,
+      epsilon: float = BN_EPSILON,
+      dtype: DType = jnp.float32,
+      param_dtype: DType = jnp.float32,
+  ):
+    if groups < 1 or num_features % groups:
+      raise ValueError(f"GroupNorm: {num_features} channels do not split into {groups} groups")
+    self.groups = groups
+    self.epsilon = epsilon
+    self.dtype = dtype
+    ones, zeros = np.ones((num_features,), np.float32), np.zeros((num_features,), np.float32)
+    self.scale = nnx.Param(jnp.asarray(ones, param_dtype))
+    self.bias = nnx.Param(jnp.asarray(zeros, param_dtype))
+
+  def __call__(self, x: Array, *, train: bool) -> Array:
+    del train  # per-sample statistics: the same in train and eval
+    shape = x.shape
+    xf = x.astype(jnp.float32).reshape(shape[:-1] + (self.groups, shape[-1] // self.groups))
+    axes = tuple(range(1, xf.ndim - 2)) + (xf.ndim - 1,)  # time (and any middle axes), channels
+    mean = jnp.mean(xf, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=axes, keepdims=True)
+    y = ((xf - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(shape)
+    return (y * self.scale[...].astype(jnp.float32)
+            + self.bias[...].astype(jnp.float32)).astype(self.dtype)
+
+
+def parse_norm(norm: str) -> int:
+  """Groups of a `norm` setting: "batch" -> 0 (BatchNorm), "group:G" -> G (GroupNorm)."""
+  head, _, groups = norm.partition(":")
+  if norm == "batch":
+    return 0
+  if head == "group" and groups.isdigit() and int(groups) >= 1:
+    return int(groups)
+  raise ValueError(f"norm must be 'batch' or 'group:G' with G >= 1, got {norm!r}")
+
+
+def make_norm(num_features: int, norm: str = "batch", **kw) -> nnx.Module:
+  """The normalisation layer of a `norm` setting (`parse_norm`) over `num_features` channels."""
+  groups = parse_norm(norm)
+  if groups == 0:
+    return BatchNorm1d(num_features, **kw)
+  return GroupNorm1d(num_features, groups=groups, **kw)
+
+
 class Bottleneck(nnx.Module):
   """Inverted-residual bottleneck: expand (1x1) -> depthwise k=3 -> project (1x1).
 
@@ -332,6 +390,7 @@ class Bottleneck(nnx.Module):
       expansion: int,
       stride: int,
       dropout: float,
+      norm: str = "batch",
       dtype: DType,
       param_dtype: DType,
       rngs: nnx.Rngs,
@@ -340,10 +399,10 @@ class Bottleneck(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     self.residual = stride == 1 and in_features == out_features
     self.expand = Conv1d(in_features, hidden, 1, rngs=rngs, **kw)
-    self.expand_bn = BatchNorm1d(hidden, **kw)
+    self.expand_bn = make_norm(hidden, norm, **kw)
     self.depthwise = Conv1d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden,
                             rngs=rngs, **kw)
-    self.depthwise_bn = BatchNorm1d(hidden, **kw)
+    self.depthwise_bn = make_norm(hidden, norm, **kw)
     self.project = Conv1d(hidden, out_features, 1, rngs=rngs, **kw)
     self.dropout = nnx.Dropout(dropout, rngs=rngs) if self.residual else None
 
@@ -430,17 +489,18 @@ class MBConv(nnx.Module):
       dropout: float,
       stride: int = 2,
       remat: str = "none",
+      norm: str = "batch",
       dtype: DType,
       param_dtype: DType,
       rngs: nnx.Rngs,
   ):
     self.remat = remat
-    kw = dict(expansion=expansion, dropout=dropout, dtype=dtype, param_dtype=param_dtype,
-              rngs=rngs)
+    kw = dict(expansion=expansion, dropout=dropout, norm=norm, dtype=dtype,
+              param_dtype=param_dtype, rngs=rngs)
     blocks = [Bottleneck(in_features, in_features, stride=1, **kw) for _ in range(depth - 1)]
     blocks.append(Bottleneck(in_features, out_features, stride=stride, **kw))
     self.blocks = nnx.List(blocks)
-    self.bn = BatchNorm1d(out_features, dtype=dtype, param_dtype=param_dtype)
+    self.bn = make_norm(out_features, norm, dtype=dtype, param_dtype=param_dtype)
 
   def __call__(self, x: Array, *, train: bool) -> Array:
     call = _call_block_remat if (train and self.remat == "block") else _call_block
@@ -514,6 +574,9 @@ class EffNet1D(nnx.Module):
       the first N MBConv stages only: the early stages hold the longest activations for the
       fewest FLOPs, so they give most of the saving for a fraction of the recomputation;
       "auto": `CPU_REMAT` on a CPU backend, "none" on accelerators (`resolve_remat`).
+    norm: "batch" (the original's BatchNorm, statistics of the batch in training) or "group:G"
+      (GroupNorm with G groups: per-sample statistics, no running statistics; every width,
+      including the expanded ones, must divide by G). Every "BN" above is this layer.
     dtype: compute dtype (e.g. `jnp.bfloat16`); BN statistics are float32 regardless.
     param_dtype: parameter dtype.
     rngs: `nnx.Rngs` with a `params` stream and, for training, a `dropout` stream.
@@ -531,6 +594,7 @@ class EffNet1D(nnx.Module):
       dropout: float = DROPOUT,
       pool_after: Sequence[int] = POOL_AFTER,
       remat: str = "none",
+      norm: str = "batch",
       dtype: DType = jnp.float32,
       param_dtype: DType = jnp.float32,
       rngs: nnx.Rngs,
@@ -540,6 +604,7 @@ class EffNet1D(nnx.Module):
     if len(depths) != len(widths) - 1:
       raise ValueError(f"need one depth per MBConv stage: widths={widths}, depths={depths}")
     remat_stages = remat_stage_count(remat, len(depths))
+    parse_norm(norm)  # a bad setting fails here, before any layer is built
     self.in_channels = in_channels
     self.widths = tuple(widths)
     self.depths = tuple(depths)
@@ -549,11 +614,12 @@ class EffNet1D(nnx.Module):
     self.dtype = dtype
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     self.stem = Conv1d(in_channels, widths[0], 3, stride=2, padding=1, rngs=rngs, **kw)
-    self.stem_bn = BatchNorm1d(widths[0], **kw)
+    self.norm = norm
+    self.stem_bn = make_norm(widths[0], norm, **kw)
     self.stages = nnx.List([
         MBConv(widths[i], widths[i + 1], depth=depths[i], expansion=expansion,
-               dropout=dropout, remat="block" if i < remat_stages else "none", rngs=rngs,
-               **kw)
+               dropout=dropout, remat="block" if i < remat_stages else "none", norm=norm,
+               rngs=rngs, **kw)
         for i in range(len(depths))
     ])
     self.head = Conv1d(widths[-1], head_width, 1, rngs=rngs, **kw)

@@ -65,6 +65,9 @@ def encoder_key_map(encoder: EffNet1D) -> dict[str, tuple[Path, str]]:
 
   The transform is "conv" (`[out, in, k]` -> `[k, in, out]`), "linear" (transpose) or "id".
   """
+  if encoder.norm != "batch":
+    raise ValueError(f"the original's encoders use BatchNorm; this encoder has "
+                     f"norm={encoder.norm!r}: set the config's model.norm to 'batch'")
   m = {}
   m.update(_conv("stage1", ("stem",)))
   m.update(_bn("b0", ("stem_bn",)))

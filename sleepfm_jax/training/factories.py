@@ -26,7 +26,8 @@ def encoder_kwargs(model: ml_collections.ConfigDict) -> dict[str, Any]:
   """`EffNet1D` keyword arguments of a config's `model` block (without the embedding size)."""
   return dict(widths=tuple(model.widths), depths=tuple(model.depths), head_width=model.head_width,
               dropout=model.dropout, dtype=jnp.dtype(effnet1d.resolve_dtype(model.dtype)),
-              remat=model.get("remat", "none"))  # absent in older run configs
+              remat=model.get("remat", "none"),  # absent in older run configs
+              norm=model.get("norm", "batch"))
 
 
 def build_model(config: ml_collections.ConfigDict, in_channels: Mapping[str, int],
