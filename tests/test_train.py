@@ -24,10 +24,10 @@ from flax import nnx
 
 import train_utils as tu
 from conftest import REPO
+from sleepfm_jax import export
 from sleepfm_jax.data import discovery, pipeline
 from sleepfm_jax.data.preprocess import preprocess
 from sleepfm_jax.data.store import WindowStore
-from sleepfm_jax import export
 from sleepfm_jax.evaluation import embeddings as emb_format
 from sleepfm_jax.training import factories, runs, sharding, steps, train
 

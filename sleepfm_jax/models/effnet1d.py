@@ -611,10 +611,10 @@ class EffNet1D(nnx.Module):
     self.head_width = head_width
     self.embed_dim = embed_dim
     self.pool_after = tuple(pool_after)
+    self.norm = norm
     self.dtype = dtype
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     self.stem = Conv1d(in_channels, widths[0], 3, stride=2, padding=1, rngs=rngs, **kw)
-    self.norm = norm
     self.stem_bn = make_norm(widths[0], norm, **kw)
     self.stages = nnx.List([
         MBConv(widths[i], widths[i + 1], depth=depths[i], expansion=expansion,
