@@ -65,6 +65,10 @@ _FEATURES = flags.DEFINE_enum(
     "features", _DEFAULT.features, ["embedding", "pooled"],
     "What the probes read: the contrastive embeddings, or each encoder's pooled features before "
     "its final linear layer (pretrained and untrained alike; no retrieval then).")
+_CALIBRATED = flags.DEFINE_integer(
+    "calibrated_control", _DEFAULT.calibrated_control, "SYNTHETIC: also score the untrained "
+    "encoders with BatchNorm statistics estimated on this many batches of pretraining windows "
+    "(source untrained_cal; 0 = not).")
 _SLEEPEDF = flags.DEFINE_string("sleepedf_dir", None, "Folder with SC4001E0-PSG.edf + hypnogram "
                                 "(default: ../shared/data/psg-real/sleep-edfx/sleep-cassette).")
 
@@ -85,6 +89,7 @@ def main(argv):
       uncoupled_control=_CONTROL.value, stage_gain=_STAGE_GAIN.value, dtype=_DTYPE.value,
       export_dtype=_EXPORT_DTYPE.value,
       width=_WIDTH.value, pretrain_overrides=tuple(_OVERRIDES.value), features=_FEATURES.value,
+      calibrated_control=_CALIBRATED.value,
       sleepedf_dir=_SLEEPEDF.value or str(_REPO.parent / "shared" / "data" / "psg-real" /
                                           "sleep-edfx" / "sleep-cassette"))
   t0 = time.time()

@@ -87,6 +87,10 @@ class Settings:
   # "pooled" (each encoder's pooled features before its final linear layer, for the pretrained
   # and the untrained encoders alike). Retrieval needs the aligned embeddings: none with "pooled".
   features: str = "embedding"
+  # synthetic: > 0 also scores the untrained encoders with their BatchNorm running statistics
+  # estimated on this many batches (of the pretraining batch size) of pretraining windows
+  # ("untrained_cal", `export.calibrate_untrained`), beside the initial statistics ("untrained").
+  calibrated_control: int = 0
   progress: bool = True
 
   @property
@@ -253,18 +257,27 @@ def pretrain(run: pathlib.Path, config) -> dict[str, Any]:
 
 def embeddings(checkpoint, store: str, out: pathlib.Path, recordings: Sequence[str],
                dtype: str = "", features: str = "embedding") -> emb_format.EmbeddingSet:
-  """Exports (or reuses) the embeddings of `recordings`; `checkpoint` is a run or an Embedder,
-  `dtype` the forward pass's compute dtype for a run ("" = the exporter's default, float32),
-  `features` what a run's encoders output (`export.load_embedder`)."""
+  """Exports (or reuses) the embeddings of `recordings`; `checkpoint` is a run, an Embedder or a
+  function that builds one (called only when the export is not cached), `dtype` the forward
+  pass's compute dtype for a run ("" = the exporter's default, float32), `features` what a run's
+  encoders output (`export.load_embedder`)."""
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
+  if callable(checkpoint):
+    if (out / "index.json").exists():
+      return _check_features(emb_format.load_embeddings(out), out, features)
+    checkpoint = checkpoint()
   if isinstance(checkpoint, export.Embedder):
     features = checkpoint.features
   if not (out / "index.json").exists():
     if not isinstance(checkpoint, export.Embedder):
       checkpoint = export.load_embedder(str(checkpoint), dtype=dtype or None, features=features)
     export.export_store(checkpoint, store, str(out), recordings=list(recordings), progress=False)
-  es = emb_format.load_embeddings(out)
+  return _check_features(emb_format.load_embeddings(out), out, features)
+
+
+def _check_features(es: emb_format.EmbeddingSet, out: pathlib.Path,
+                    features: str) -> emb_format.EmbeddingSet:
   # a cached export of the other features would feed every probe of this workdir silently
   cached = es.metadata.get("features", "embedding")  # exports before the option: embeddings
   if cached != features:
@@ -277,6 +290,19 @@ def untrained(run: pathlib.Path, seed: int, dtype: str = "", features: str = "em
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
 
   return export.untrained_embedder(str(run), seed=seed, dtype=dtype or None, features=features)
+
+
+def calibrated(run: pathlib.Path, store: str, seed: int, s: Settings):
+  """The untrained encoders of `untrained`, with BN statistics estimated on `s.calibrated_control`
+  batches of the run's pretraining windows (drawn with `seed`)."""
+  from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
+  from sleepfm_jax.training import runs as runs_lib  # pylint: disable=import-outside-toplevel
+
+  batch_size = int(json.loads((run / "config.json").read_text())["config"]["batch_size"])
+  pretrain = runs_lib.held_out_recordings(runs_lib.run_splits(str(run)), "pretrain")
+  return export.calibrate_untrained(untrained(run, seed, s.forward_dtype, s.features), store,
+                                    pretrain, batches=s.calibrated_control,
+                                    batch_size=batch_size, seed=seed)
 
 
 def _retrieval(path: pathlib.Path, s: Settings, compute: Callable[[], list[dict]]) -> list[dict]:
@@ -468,15 +494,20 @@ def run_synthetic(s: Settings, log=print) -> dict[str, Any]:
         continue
       if held is None:
         held = (run, recordings, es)
-        ctrl = embeddings(untrained(run, seed, s.forward_dtype, s.features), stores[coupling],
-                          cache / "emb_untrained", recordings)
-        out["retrieval"] += _retrieval(cache / "retrieval_untrained.json", s, lambda: (
-            retrieval_rows(ctrl, "untrained", seed, s.retrieval_candidates)))
-        n_train = _train_subjects(es, s, seed)
-        blist = budgets(s, n_train)
-        log(f"[seed {seed}] probes: untrained")
-        out["metrics"] += _json_by_budget(cache / "probes_untrained.json", blist, lambda bl: (
-            probe_rows(ctrl, "untrained", seed, s, tasks, bl)))
+        blist = budgets(s, _train_subjects(es, s, seed))
+        controls = {"untrained": lambda: untrained(run, seed, s.forward_dtype, s.features)}
+        if s.calibrated_control:
+          controls["untrained_cal"] = lambda: calibrated(run, stores[coupling], seed, s)
+        for ctrl_name, embedder in controls.items():
+          ctrl = embeddings(embedder, stores[coupling], cache / f"emb_{ctrl_name}", recordings,
+                            features=s.features)
+          out["retrieval"] += _retrieval(cache / f"retrieval_{ctrl_name}.json", s,
+                                         lambda c=ctrl, n=ctrl_name: retrieval_rows(
+                                             c, n, seed, s.retrieval_candidates))
+          log(f"[seed {seed}] probes: {ctrl_name}")
+          out["metrics"] += _json_by_budget(cache / f"probes_{ctrl_name}.json", blist,
+                                            lambda bl, c=ctrl, n=ctrl_name: probe_rows(
+                                                c, n, seed, s, tasks, bl))
       log(f"[seed {seed}] probes: {name}")
       out["metrics"] += _json_by_budget(cache / f"probes_{name}.json", blist,
                                         lambda bl, es=es, name=name: probe_rows(
@@ -597,6 +628,8 @@ def run(s: Settings, log=print) -> dict[str, Any]:
     if unknown or not entry:
       raise ValueError(f"spectral_modalities entry {entry!r}: expected modalities of "
                        f"{MODALITIES} joined by '+', e.g. 'ecg+resp'")
+  if s.calibrated_control < 0 or (s.calibrated_control and s.dataset != "synthetic"):
+    raise ValueError("calibrated_control: a number of batches >= 0, SYNTHETIC runs only")
   if s.dataset == "synthetic":
     return run_synthetic(s, log)
   if s.dataset == "sleepedf":

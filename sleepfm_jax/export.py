@@ -42,6 +42,7 @@ from sleepfm_jax.data import units as units_lib
 from sleepfm_jax.data.selection import ChannelSelection, select_channels
 from sleepfm_jax.data.store import WindowStore
 from sleepfm_jax.evaluation import embeddings as emb_format
+from sleepfm_jax.models.batch_stats import calibrate_batch_stats
 from sleepfm_jax.models.sleepfm import SleepFM, check_features
 from sleepfm_jax.training import checkpointing, sharding
 from sleepfm_jax.training.factories import build_model
@@ -87,17 +88,21 @@ class Embedder:
                            who="the checkpoint's encoders",
                            hint="; preprocess with the checkpoint's montage").index
 
+  def _inputs(self, batch: Mapping[str, np.ndarray], index: Mapping[str, np.ndarray]):
+    """(the encoders' inputs on this process's mesh, the selection) of a store batch."""
+    picked = ChannelSelection(self.channels, {m: index[m] for m in self.modalities}).select(batch)
+    inputs = {m: picked[m] for m in self.modalities}
+    # An explicit upload onto this process's mesh (jit refuses numpy inputs with a non-trivial
+    # sharding once jax.distributed is initialised, even for a process-local mesh).
+    return jax.device_put(inputs, sharding.data_sharding(self.mesh)), picked
+
   def embed_batch(self, batch: Mapping[str, np.ndarray],
                   index: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
     """Embeds one padded batch (from `pipeline.eval_batches`); returns (emb, present) per modality
     for the valid rows only."""
     valid = np.asarray(batch["valid"], bool)
-    picked = ChannelSelection(self.channels, {m: index[m] for m in self.modalities}).select(batch)
-    inputs = {m: picked[m] for m in self.modalities}
+    inputs, picked = self._inputs(batch, index)
     present = {m: picked[f"present_{m}"][valid] for m in self.modalities}
-    # An explicit upload onto this process's mesh (jit refuses numpy inputs with a non-trivial
-    # sharding once jax.distributed is initialised, even for a process-local mesh).
-    inputs = jax.device_put(inputs, sharding.data_sharding(self.mesh))
     out = jax.device_get(self._forward(inputs))
     return {m: np.asarray(out[m], np.float32)[valid] for m in self.modalities}, present
 
@@ -152,6 +157,45 @@ def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
 
 
 
+def calibrate_untrained(embedder: Embedder, store: str | WindowStore, recordings: Sequence[str],
+                        *, batches: int, batch_size: int = 32, seed: int = 0) -> Embedder:
+  """Estimates an untrained embedder's BatchNorm running statistics from data, in place.
+
+  Draws `batches` x `batch_size` windows at random (without replacement, `seed`) from the given
+  recordings (a run's pretraining split: never the windows the probes are scored on) and sets
+  every BN layer's running statistics to the average of its train-mode batch statistics
+  (`models.batch_stats.calibrate_batch_stats`). The weights stay random: the "calibrated
+  untrained" control, beside `untrained_embedder`'s initial statistics (docs/results.md §13).
+  """
+  store = store if isinstance(store, WindowStore) else WindowStore(store)
+  if "untrained_seed" not in embedder.meta:
+    raise ValueError(f"{embedder.checkpoint}: only an untrained embedder is calibrated here (a "
+                     "trained one keeps the running statistics its training estimated)")
+  if batches < 1 or batch_size < 1:
+    raise ValueError(f"batches and batch_size must be positive, got {batches}, {batch_size}")
+  pool = np.concatenate([store.indices_for_recording(r) for r in recordings]) if recordings else (
+      np.zeros(0, np.int64))
+  if len(pool) < batches * batch_size:
+    raise ValueError(f"{store.path}: {len(pool)} windows in the {len(recordings)} recordings given, "
+                     f"fewer than the {batches} x {batch_size} the calibration draws")
+  picks = np.random.default_rng(seed).choice(pool, batches * batch_size, replace=False)
+  source = pipeline.WindowSource(store.path, picks, embedder.modalities)
+  index = embedder.channel_index(store)
+
+  def inputs():
+    for b in range(batches):
+      yield embedder._inputs(source.get_batch(np.arange(b * batch_size, (b + 1) * batch_size)),
+                             index)[0]
+
+  calibrate_batch_stats(embedder.model, inputs())
+  embedder.__dict__.pop("_forward", None)  # the jitted forward captured the old statistics
+  embedder.meta = {**embedder.meta, "bn_calibration": {
+      "batches": int(batches), "batch_size": int(batch_size), "seed": int(seed),
+      "recordings": len(recordings), "windows_drawn_from": int(len(pool))}}
+  embedder.checkpoint = embedder.checkpoint.replace("untrained:", "untrained+bn_calibrated:", 1)
+  return embedder
+
+
 def _architecture(checkpoint: str, batch_size: int, devices: Sequence[jax.Device] | None,
                   dtype: str | None = None):
   meta = checkpointing.load_meta(checkpoint)
@@ -192,6 +236,8 @@ def export_store(checkpoint: str | Embedder, store: str | WindowStore, out_dir: 
           "features": embedder.features}
   if "untrained_seed" in embedder.meta:  # a control, not a trained model: say so in the index
     meta.update(step=0, mode="untrained", untrained_seed=embedder.meta["untrained_seed"])
+    if "bn_calibration" in embedder.meta:
+      meta.update(bn_calibration=embedder.meta["bn_calibration"])
   writer = emb_format.EmbeddingWriter(out_dir, **meta)
   subject_of = {r["recording_id"]: r["subject_id"] for r in store.recordings}
   bar = _progress(len(mine), progress and pi == 0)

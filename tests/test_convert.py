@@ -77,6 +77,35 @@ def test_eval_embeddings_match_pytorch(c_in, batch, length):
   assert np.abs(y_torch[0] - y_torch[1]).max() > 1e-2 * scale
 
 
+def test_calibrated_running_statistics_match_pytorch_cumulative_averaging():
+  """`calibrate_batch_stats` over several batches gives PyTorch's `momentum=None` running
+  statistics (every BN layer, dropout off in both), hence the same eval-mode embeddings."""
+  from sleepfm_jax.models.batch_stats import calibrate_batch_stats  # pylint: disable=import-outside-toplevel
+
+  tmodel = _torch_model(3, seed=11, **SMALL)
+  for module in tmodel.modules():  # dropout masks cannot match across frameworks
+    if isinstance(module, torch.nn.Dropout):
+      module.p = 0.0
+  jmodel = EffNet1D(3, rngs=nnx.Rngs(0), dropout=0.0, **SMALL)
+  convert.load_torch_weights(jmodel, tmodel.state_dict())
+  rng = np.random.default_rng(11)
+  xs = [(rng.normal(size=(4, 3, 512)) * s).astype(np.float32) for s in (30.0, 3.0, 10.0)]
+  torch_reference.calibrate_batch_stats(tmodel, *(torch.from_numpy(x) for x in xs))
+  calibrate_batch_stats(jmodel, [jnp.asarray(x) for x in xs])
+  want_sd = convert.torch_state_dict_to_nnx(jmodel, tmodel.state_dict())
+  flat = dict(nnx.to_flat_state(nnx.state(jmodel, nnx.BatchStat)))
+  assert len(flat) == 2 * (1 + 2 * sum(SMALL["depths"]) + len(SMALL["depths"]))
+  for path, var in flat.items():
+    want = want_sd
+    for p in path:
+      want = want[p]
+    np.testing.assert_allclose(np.asarray(var[...]), want, rtol=2e-4, atol=1e-6, err_msg=str(path))
+  x = (rng.normal(size=(2, 3, 512)) * 10.0).astype(np.float32)
+  y_torch = _torch_forward(tmodel, x)
+  np.testing.assert_allclose(np.asarray(apply(jmodel, jnp.asarray(x), False)), y_torch,
+                             rtol=1e-3, atol=1e-4 * np.abs(y_torch).max())
+
+
 def test_train_mode_batch_statistics_and_gradients_match_pytorch():
   tmodel = _torch_model(3, seed=7, **SMALL)
   for module in tmodel.modules():  # dropout masks cannot match across frameworks

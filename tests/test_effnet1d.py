@@ -374,3 +374,41 @@ def test_norm_setting_is_checked():
       parse_norm(bad)
   with pytest.raises(ValueError, match="do not split into 3 groups"):
     EffNet1D(2, rngs=nnx.Rngs(0), norm="group:3", **TINY)  # width 8
+
+
+def test_calibrated_batch_stats_average_the_batches_statistics():
+  """`calibrate_batch_stats` sets each BN layer's running statistics to the mean over the batches
+  of that batch's mean and unbiased variance (PyTorch's `momentum=None`), checked on the stem
+  against numpy, and leaves the weights and the layers' momentum alone."""
+  from sleepfm_jax.models.batch_stats import calibrate_batch_stats  # pylint: disable=import-outside-toplevel
+
+  # No stride-1 bottleneck, so no dropout before a BN: the statistics are deterministic.
+  tiny = dict(TINY, depths=(1,) * 7)
+  model = EffNet1D(2, rngs=nnx.Rngs(0), **tiny)
+  rng = np.random.default_rng(0)
+  batches = [jnp.asarray((rng.normal(size=(4, 2, 256)) * s + o).astype(np.float32))
+             for s, o in ((20.0, 3.0), (5.0, -8.0), (1.0, 0.0))]
+  params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  assert calibrate_batch_stats(model, batches) == 3
+  stem = [np.asarray(model.stem(jnp.transpose(b, (0, 2, 1)))).reshape(-1, 8).astype(np.float64)
+          for b in batches]
+  np.testing.assert_allclose(model.stem_bn.mean[...], np.mean([h.mean(0) for h in stem], 0),
+                             rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(model.stem_bn.var[...],
+                             np.mean([h.var(0, ddof=1) for h in stem], 0), rtol=1e-4)
+  assert model.stem_bn.momentum == effnet1d.BN_MOMENTUM
+  # Every layer moved off its initial statistics; the order of the batches does not matter.
+  deep = model.stages[-1].bn
+  assert not np.allclose(deep.var[...], 1.0)
+  other = EffNet1D(2, rngs=nnx.Rngs(0), **tiny)
+  calibrate_batch_stats(other, batches[::-1])
+  for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.BatchStat)),
+                  jax.tree.leaves(nnx.state(other, nnx.BatchStat)), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(params),
+                  jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param))), strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="no batches"):
+    calibrate_batch_stats(model, [])
+  with pytest.raises(ValueError, match="no BatchNorm"):
+    calibrate_batch_stats(EffNet1D(2, norm="group:8", rngs=nnx.Rngs(0), **tiny), batches)

@@ -68,10 +68,11 @@ def test_synthetic_experiment_end_to_end_is_cached_and_renders(tmp_path):
                         subjects=8, hours=0.5, steps=4, modes=("leave_one_out",),
                         uncoupled_control=False, label_subjects=(1, 0), outer_folds=2,
                         retrieval_candidates=20, cnn=False, quick=True, progress=False,
-                        spectral_modalities=("bas", "ecg+resp"))
+                        spectral_modalities=("bas", "ecg+resp"), calibrated_control=2)
   out = evidence.run(s, log=lambda m: None)
   sources = {(r["source"], r["task"], r["feature"], r["labels"]) for r in out["metrics"]}
-  for source, feature in (("loo", "concat"), ("untrained", "concat"), ("spectral", "spectral"),
+  for source, feature in (("loo", "concat"), ("untrained", "concat"), ("untrained_cal", "concat"),
+                          ("spectral", "spectral"),
                           ("spectral_bas", "spectral"), ("spectral_ecg+resp", "spectral")):
     for task in ("staging", "sdb"):
       assert (source, task, feature, "1 subject") in sources
@@ -93,6 +94,14 @@ def test_synthetic_experiment_end_to_end_is_cached_and_renders(tmp_path):
   es = emb_format.load_embeddings(tmp_path / "ev" / "seed_0" / "emb_loo")
   assert set(es.subject_id) == set(split["parts"]["downstream"]["subjects"])
   assert not set(es.subject_id) & set(split["parts"]["pretrain"]["subjects"])
+  # The calibrated control: the same random weights, BN statistics from 2 pretraining batches.
+  cal = emb_format.load_embeddings(tmp_path / "ev" / "seed_0" / "emb_untrained_cal")
+  plain = emb_format.load_embeddings(tmp_path / "ev" / "seed_0" / "emb_untrained")
+  assert cal.metadata["bn_calibration"]["batches"] == 2 and "bn_calibration" not in plain.metadata
+  assert not np.allclose(cal.emb["bas"], plain.emb["bas"])
+  assert {r["source"] for r in out["retrieval"]} == {"loo", "untrained", "untrained_cal"}
+  with pytest.raises(ValueError, match="calibrated_control"):
+    evidence.run(dataclasses.replace(s, dataset="sleepedf"))
   # Re-running reuses every cached unit and gives the same rows.
   again = evidence.run(s, log=lambda m: None)
   assert again["metrics"] == out["metrics"] and again["retrieval"] == out["retrieval"]

@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 import train_utils as tu
 from sleepfm_jax import export
@@ -235,3 +236,50 @@ def test_export_dtype_overrides_the_training_dtype(exported, synthetic_run, synt
     assert 0 < rel.max() < 0.1, (m, rel.max())
   control = export.untrained_embedder(str(workdir), seed=3, dtype="bfloat16")
   assert control.model.encoders["ecg"].dtype == np.dtype("bfloat16")
+
+
+def test_calibrated_untrained_control_estimates_bn_statistics_on_the_given_windows(
+    synthetic_run, synthetic_store, tmp_path):
+  """`calibrate_untrained` keeps the random weights, replaces the initial BN statistics by ones
+  estimated on windows of the given recordings (seeded), says so in the export's index, and
+  refuses a trained embedder or a draw larger than the windows available."""
+  from sleepfm_jax.training import runs as runs_lib  # pylint: disable=import-outside-toplevel
+
+  workdir, _, _ = synthetic_run
+  store = WindowStore(synthetic_store)
+  pretrain = runs_lib.held_out_recordings(runs_lib.run_splits(str(workdir)), "pretrain")
+  rec = [r for r in store.recording_ids if r not in pretrain][0]
+
+  def stats(embedder):
+    return [np.asarray(v) for v in jax.tree.leaves(nnx.state(embedder.model, nnx.BatchStat))]
+
+  plain = export.untrained_embedder(str(workdir), seed=3)
+  out = {}
+  for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    control = export.untrained_embedder(str(workdir), seed=3)
+    export.calibrate_untrained(control, store, pretrain, batches=2, batch_size=8, seed=seed)
+    out[name] = control
+  weights = lambda e: jax.tree.leaves(nnx.state(e.model, nnx.Param))  # noqa: E731
+  for a, b in zip(weights(plain), weights(out["a"]), strict=True):
+    np.testing.assert_array_equal(a, b)
+  initial, a, b, c = stats(plain), stats(out["a"]), stats(out["b"]), stats(out["c"])
+  for v0, va, vb, vc in zip(initial, a, b, c, strict=True):
+    np.testing.assert_array_equal(va, vb)  # the seed fixes the windows drawn
+  assert not any(np.allclose(v0, va) for v0, va in zip(initial, a))
+  assert not all(np.allclose(va, vc) for va, vc in zip(a, c))  # other windows, other estimates
+  index = export.export_store(out["a"], store, str(tmp_path / "cal"), recordings=[rec],
+                              progress=False)
+  meta = json.loads(index.read_text())
+  assert meta["mode"] == "untrained" and meta["untrained_seed"] == 3
+  assert meta["bn_calibration"]["batches"] == 2 and meta["bn_calibration"]["batch_size"] == 8
+  assert meta["checkpoint"].startswith("untrained+bn_calibrated:")
+  cal = emb_format.load_embeddings(index.parent)
+  base = emb_format.load_embeddings(export.export_store(
+      plain, store, str(tmp_path / "plain"), recordings=[rec], progress=False).parent)
+  for m in ("bas", "resp"):
+    assert np.all(np.isfinite(cal.emb[m])) and not np.allclose(cal.emb[m], base.emb[m])
+  with pytest.raises(ValueError, match="only an untrained embedder"):
+    export.calibrate_untrained(export.load_embedder(str(workdir)), store, pretrain, batches=1)
+  with pytest.raises(ValueError, match="fewer than"):
+    export.calibrate_untrained(export.untrained_embedder(str(workdir), seed=3), store, pretrain,
+                               batches=10_000, batch_size=8)

@@ -152,10 +152,11 @@ def randomise_batch_stats(model, seed: int = 0) -> None:
         module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
 
 
-def calibrate_batch_stats(model, x) -> None:
-  """Sets every BN layer's running statistics to the statistics of a forward pass on `x`.
+def calibrate_batch_stats(model, *xs) -> None:
+  """Sets every BN layer's running statistics to the average of their statistics over train-mode
+  forward passes on `xs` (one: that batch's statistics).
 
-  Uses PyTorch's cumulative averaging (`momentum=None`) for one train-mode forward without
+  Uses PyTorch's cumulative averaging (`momentum=None`) for the forward passes, without
   gradients, then restores each layer's momentum and the model's train/eval mode.
   """
   torch = import_torch()
@@ -167,7 +168,8 @@ def calibrate_batch_stats(model, x) -> None:
     bn.momentum = None
   model.train()
   with torch.no_grad():
-    model(x)
+    for x in xs:
+      model(x)
   for bn, momentum in zip(bns, momenta, strict=True):
     bn.momentum = momentum
   model.train(was_training)
