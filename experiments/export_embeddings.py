@@ -14,6 +14,9 @@ r"""Exports per-window embeddings from a pretrained checkpoint.
   # control: the same architecture and channels with random weights (what did pretraining add?)
   python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo --untrained_seed=0 \
       --store=runs/demo/stores/synthetic --out=runs/demo/embeddings_untrained
+  # the same, with BatchNorm statistics estimated on 50 batches of the run's pretraining windows
+  python experiments/export_embeddings.py --checkpoint=runs/demo/pretrain_loo --untrained_seed=0 \
+      --calibrate_batches=50 --store=runs/demo/stores/synthetic --out=runs/demo/embeddings_cal
 
 Output: one .npz per recording plus index.json (format v1, docs/evaluation.md).
 """
@@ -33,6 +36,10 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "Windows per forward pass.")
 _UNTRAINED = flags.DEFINE_integer(
     "untrained_seed", None, "Control: embed with the checkpoint's architecture and channels but "
     "freshly initialised weights from this seed (nothing restored; with --store).")
+_CALIBRATE = flags.DEFINE_integer(
+    "calibrate_batches", 0, "With --untrained_seed: estimate the random encoders' BatchNorm "
+    "statistics on this many batches (of the run's batch size) of the run's pretraining windows "
+    "in --store, instead of keeping their initial values (0).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Preprocessing processes (with --input).")
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
                            "Compute dtype of the forward pass (default: float32, whatever the training "
@@ -53,6 +60,8 @@ def main(argv):
     raise app.UsageError("give exactly one of --store or --input")
   if _UNTRAINED.value is not None and not _STORE.value:
     raise app.UsageError("--untrained_seed works with --store")
+  if _CALIBRATE.value and _UNTRAINED.value is None:
+    raise app.UsageError("--calibrate_batches works with --untrained_seed")
   if _FEATURES.value != "embedding" and not _STORE.value:
     raise app.UsageError("--features=pooled works with --store")
   cli.start()
@@ -66,6 +75,15 @@ def main(argv):
       source = export.untrained_embedder(_CKPT.value, seed=_UNTRAINED.value,
                                          batch_size=_BATCH.value, dtype=_DTYPE.value,
                                          features=_FEATURES.value)
+      if _CALIBRATE.value:
+        from sleepfm_jax.data.store import WindowStore  # pylint: disable=import-outside-toplevel
+        from sleepfm_jax.training import runs  # pylint: disable=import-outside-toplevel
+
+        store = WindowStore(_STORE.value)
+        windows = runs.part_windows(runs.run_splits(_CKPT.value), store, "pretrain")
+        export.calibrate_untrained(source, store, windows, batches=_CALIBRATE.value,
+                                   batch_size=int(source.meta["config"]["batch_size"]),
+                                   seed=_UNTRAINED.value)
     else:
       source = export.load_embedder(_CKPT.value, batch_size=_BATCH.value, dtype=_DTYPE.value,
                                     features=_FEATURES.value)

@@ -299,9 +299,9 @@ def calibrated(run: pathlib.Path, store: str, seed: int, s: Settings):
   from sleepfm_jax.training import runs as runs_lib  # pylint: disable=import-outside-toplevel
 
   batch_size = int(json.loads((run / "config.json").read_text())["config"]["batch_size"])
-  pretrain = runs_lib.held_out_recordings(runs_lib.run_splits(str(run)), "pretrain")
+  windows = runs_lib.part_windows(runs_lib.run_splits(str(run)), WindowStore(store), "pretrain")
   return export.calibrate_untrained(untrained(run, seed, s.forward_dtype, s.features), store,
-                                    pretrain, batches=s.calibrated_control,
+                                    windows, batches=s.calibrated_control,
                                     batch_size=batch_size, seed=seed)
 
 

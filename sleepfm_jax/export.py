@@ -157,15 +157,16 @@ def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
 
 
 
-def calibrate_untrained(embedder: Embedder, store: str | WindowStore, recordings: Sequence[str],
+def calibrate_untrained(embedder: Embedder, store: str | WindowStore, windows: Sequence[int],
                         *, batches: int, batch_size: int = 32, seed: int = 0) -> Embedder:
   """Estimates an untrained embedder's BatchNorm running statistics from data, in place.
 
-  Draws `batches` x `batch_size` windows at random (without replacement, `seed`) from the given
-  recordings (a run's pretraining split: never the windows the probes are scored on) and sets
-  every BN layer's running statistics to the average of its train-mode batch statistics
-  (`models.batch_stats.calibrate_batch_stats`). The weights stay random: the "calibrated
-  untrained" control, beside `untrained_embedder`'s initial statistics (docs/results.md §13).
+  Draws `batches` x `batch_size` of the given store `windows` at random (without replacement,
+  `seed`): a run's pretraining windows (`runs.part_windows`), never the windows the probes are
+  scored on. Every BN layer's running statistics become the average of its train-mode batch
+  statistics (`models.batch_stats.calibrate_batch_stats`). The weights stay random: the
+  "calibrated untrained" control, beside `untrained_embedder`'s initial statistics
+  (docs/results.md §13).
   """
   store = store if isinstance(store, WindowStore) else WindowStore(store)
   if "untrained_seed" not in embedder.meta:
@@ -173,11 +174,10 @@ def calibrate_untrained(embedder: Embedder, store: str | WindowStore, recordings
                      "trained one keeps the running statistics its training estimated)")
   if batches < 1 or batch_size < 1:
     raise ValueError(f"batches and batch_size must be positive, got {batches}, {batch_size}")
-  pool = np.concatenate([store.indices_for_recording(r) for r in recordings]) if recordings else (
-      np.zeros(0, np.int64))
+  pool = np.asarray(windows, np.int64).reshape(-1)
   if len(pool) < batches * batch_size:
-    raise ValueError(f"{store.path}: {len(pool)} windows in the {len(recordings)} recordings given, "
-                     f"fewer than the {batches} x {batch_size} the calibration draws")
+    raise ValueError(f"{store.path}: {len(pool)} windows given, fewer than the {batches} x "
+                     f"{batch_size} the calibration draws")
   picks = np.random.default_rng(seed).choice(pool, batches * batch_size, replace=False)
   source = pipeline.WindowSource(store.path, picks, embedder.modalities)
   index = embedder.channel_index(store)
@@ -191,7 +191,7 @@ def calibrate_untrained(embedder: Embedder, store: str | WindowStore, recordings
   embedder.__dict__.pop("_forward", None)  # the jitted forward captured the old statistics
   embedder.meta = {**embedder.meta, "bn_calibration": {
       "batches": int(batches), "batch_size": int(batch_size), "seed": int(seed),
-      "recordings": len(recordings), "windows_drawn_from": int(len(pool))}}
+      "windows_drawn_from": int(len(pool))}}
   embedder.checkpoint = embedder.checkpoint.replace("untrained:", "untrained+bn_calibrated:", 1)
   return embedder
 

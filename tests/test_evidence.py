@@ -39,6 +39,12 @@ def test_single_night_probes_never_test_a_pretraining_window(one_night):
   split = runs.split_record(store, plan, config)
   held = evidence.held_out_windows(split)
   np.testing.assert_array_equal(held, np.sort(plan.downstream))
+  # A time split's parts are listed windows of the run's own store (the calibrated control's pool).
+  np.testing.assert_array_equal(runs.part_windows(split, store, "pretrain"), np.sort(plan.pretrain))
+  elsewhere = json.loads(json.dumps(split))
+  elsewhere["store"] = "/another/store"
+  with pytest.raises(ValueError, match="its own store"):
+    runs.part_windows(elsewhere, store, "pretrain")
   seen = np.concatenate([plan.pretrain, plan.val])
   assert not np.isin(held, seen).any() and len(held) + len(seen) == len(store)
   assert 0.4 < len(held) / len(store) < 0.6

@@ -241,14 +241,18 @@ def test_export_dtype_overrides_the_training_dtype(exported, synthetic_run, synt
 def test_calibrated_untrained_control_estimates_bn_statistics_on_the_given_windows(
     synthetic_run, synthetic_store, tmp_path):
   """`calibrate_untrained` keeps the random weights, replaces the initial BN statistics by ones
-  estimated on windows of the given recordings (seeded), says so in the export's index, and
-  refuses a trained embedder or a draw larger than the windows available."""
+  estimated on the given windows (a run's pretraining part; seeded), says so in the export's
+  index, and refuses a trained embedder or a draw larger than the windows available. The
+  command line's --calibrate_batches gives the same embeddings."""
   from sleepfm_jax.training import runs as runs_lib  # pylint: disable=import-outside-toplevel
 
   workdir, _, _ = synthetic_run
   store = WindowStore(synthetic_store)
-  pretrain = runs_lib.held_out_recordings(runs_lib.run_splits(str(workdir)), "pretrain")
-  rec = [r for r in store.recording_ids if r not in pretrain][0]
+  split = runs_lib.run_splits(str(workdir))
+  pretrain = runs_lib.part_windows(split, store, "pretrain")
+  np.testing.assert_array_equal(pretrain, np.sort(np.concatenate(
+      [store.indices_for_recording(r) for r in split["parts"]["pretrain"]["recordings"]])))
+  rec = split["parts"]["downstream"]["recordings"][0]
 
   def stats(embedder):
     return [np.asarray(v) for v in jax.tree.leaves(nnx.state(embedder.model, nnx.BatchStat))]
@@ -278,6 +282,16 @@ def test_calibrated_untrained_control_estimates_bn_statistics_on_the_given_windo
       plain, store, str(tmp_path / "plain"), recordings=[rec], progress=False).parent)
   for m in ("bas", "resp"):
     assert np.all(np.isfinite(cal.emb[m])) and not np.allclose(cal.emb[m], base.emb[m])
+  _export_cli(workdir, synthetic_store, tmp_path / "cli", rec, "--untrained_seed=3",
+              "--calibrate_batches=2")
+  cli = emb_format.load_embeddings(tmp_path / "cli")
+  assert cli.metadata["bn_calibration"]["batch_size"] == 16  # the run's batch size
+  want = export.untrained_embedder(str(workdir), seed=3)
+  export.calibrate_untrained(want, store, pretrain, batches=2, batch_size=16, seed=3)
+  want = emb_format.load_embeddings(export.export_store(
+      want, store, str(tmp_path / "want"), recordings=[rec], progress=False).parent)
+  for m in ("bas", "ecg", "resp"):
+    np.testing.assert_allclose(cli.emb[m], want.emb[m], rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="only an untrained embedder"):
     export.calibrate_untrained(export.load_embedder(str(workdir)), store, pretrain, batches=1)
   with pytest.raises(ValueError, match="fewer than"):

@@ -162,6 +162,23 @@ def held_out_recordings(splits_: Mapping[str, Any], part: str = "downstream") ->
   return list(info["recordings"])
 
 
+def part_windows(splits_: Mapping[str, Any], store: WindowStore, part: str = "pretrain"
+                 ) -> np.ndarray:
+  """Store window indices of a split part, in `store`: by recording id when the part holds whole
+  recordings (any store of those recordings), else the listed windows (the run's own store)."""
+  info = splits_["parts"][part]
+  if info["whole_recordings"]:
+    missing = [r for r in info["recordings"] if r not in store.recording_ids]
+    if missing:
+      raise ValueError(f"{store.path}: the run's '{part}' recordings {missing[:3]} are not in it")
+    found = [store.indices_for_recording(r) for r in info["recordings"]]
+    return np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
+  if os.path.abspath(str(store.path)) != os.path.abspath(splits_["store"]):
+    raise ValueError(f"{store.path}: the run's '{part}' part lists windows of its own store "
+                     f"({splits_['store']}), not of this one")
+  return np.asarray(info["windows"], np.int64)
+
+
 def downstream_selection(path: str, store: str | None = None
                          ) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
   """What a run held out for downstream use: (recording ids, the encoders' channels, provenance).
