@@ -69,6 +69,9 @@ _CALIBRATED = flags.DEFINE_integer(
     "calibrated_control", _DEFAULT.calibrated_control, "SYNTHETIC: also score the untrained "
     "encoders with BatchNorm statistics estimated on this many batches of pretraining windows "
     "(source untrained_cal; 0 = not).")
+_NORMALISE = flags.DEFINE_enum(
+    "normalise", _DEFAULT.normalise, ["robust", "none"], "SYNTHETIC: the store's input "
+    "normalisation (robust per channel and recording; none: physical units, as the original).")
 _SLEEPEDF = flags.DEFINE_string("sleepedf_dir", None, "Folder with SC4001E0-PSG.edf + hypnogram "
                                 "(default: ../shared/data/psg-real/sleep-edfx/sleep-cassette).")
 
@@ -89,7 +92,7 @@ def main(argv):
       uncoupled_control=_CONTROL.value, stage_gain=_STAGE_GAIN.value, dtype=_DTYPE.value,
       export_dtype=_EXPORT_DTYPE.value,
       width=_WIDTH.value, pretrain_overrides=tuple(_OVERRIDES.value), features=_FEATURES.value,
-      calibrated_control=_CALIBRATED.value,
+      calibrated_control=_CALIBRATED.value, normalise=_NORMALISE.value,
       sleepedf_dir=_SLEEPEDF.value or str(_REPO.parent / "shared" / "data" / "psg-real" /
                                           "sleep-edfx" / "sleep-cassette"))
   t0 = time.time()

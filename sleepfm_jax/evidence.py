@@ -91,6 +91,9 @@ class Settings:
   # estimated on this many batches (of the pretraining batch size) of pretraining windows
   # ("untrained_cal", `export.calibrate_untrained`), beside the initial statistics ("untrained").
   calibrated_control: int = 0
+  # synthetic: the store's input normalisation ("robust": per channel and recording, the
+  # default; "none": physical units, the original's convention, stored in float32)
+  normalise: str = "robust"
   progress: bool = True
 
   @property
@@ -160,7 +163,8 @@ def synthetic_store(root: pathlib.Path, s: Settings, coupling: str) -> str:
   from sleepfm_jax.data.preprocess import preprocess  # pylint: disable=import-outside-toplevel
 
   name = coupling + ("" if s.stage_gain == 1.0 else f"_stage{s.stage_gain:g}")
-  data, store = root / f"data_{name}", root / f"store_{name}"
+  norm = "" if s.normalise == "robust" else f"_norm-{s.normalise}"
+  data, store = root / f"data_{name}", root / f"store_{name}{norm}"
   if not (store / "index.json").exists():
     if not (data / "synthetic_manifest.json").exists():
       hi = max(64, s.sample_rate)
@@ -169,7 +173,9 @@ def synthetic_store(root: pathlib.Path, s: Settings, coupling: str) -> str:
                               rates=f"eeg={hi},eog={hi},emg={hi},ecg={hi},resp=32,spo2=1",
                               workers=2, progress=s.progress)
     cfg = presets.get_config("synthetic").to_dict()
-    cfg.update(sample_rate=s.sample_rate, workers=2)
+    cfg.update(sample_rate=s.sample_rate, workers=2, normalise=s.normalise)
+    if s.normalise == "none":
+      cfg["dtype"] = "float32"  # float16 is for normalised signals (`PreprocessConfig.dtype`)
     specs, unpaired = discovery.discover([str(data)])
     preprocess(specs, store, cfg, unpaired=unpaired, progress=s.progress)
   return str(store)
@@ -628,6 +634,9 @@ def run(s: Settings, log=print) -> dict[str, Any]:
     if unknown or not entry:
       raise ValueError(f"spectral_modalities entry {entry!r}: expected modalities of "
                        f"{MODALITIES} joined by '+', e.g. 'ecg+resp'")
+  if s.normalise not in ("robust", "none") or (s.normalise != "robust"
+                                                 and s.dataset != "synthetic"):
+    raise ValueError(f"normalise: 'robust' or 'none' (SYNTHETIC runs only), got {s.normalise!r}")
   if s.calibrated_control < 0 or (s.calibrated_control and s.dataset != "synthetic"):
     raise ValueError("calibrated_control: a number of batches >= 0, SYNTHETIC runs only")
   if s.dataset == "synthetic":

@@ -202,3 +202,23 @@ def test_a_cached_export_of_other_features_is_an_error(tmp_path, written):
   assert len(evidence.embeddings("unused", "unused", out, ["r1"], features=have)) == 4
   with pytest.raises(ValueError, match=f"holds '{have}' features, this run asks for '{other}'"):
     evidence.embeddings("unused", "unused", out, ["r1"], features=other)
+
+
+def test_unnormalised_synthetic_store_shares_the_nights_and_keeps_physical_units(tmp_path):
+  """`normalise="none"` preprocesses the same generated nights into a store of its own, in
+  physical units and float32; the default store is robust-normalised float16."""
+  s = evidence.Settings(workdir=str(tmp_path), subjects=1, hours=0.25, sample_rate=16,
+                        progress=False)
+  robust = WindowStore(evidence.synthetic_store(tmp_path, s, "physiological"))
+  raw = WindowStore(evidence.synthetic_store(
+      tmp_path, dataclasses.replace(s, normalise="none"), "physiological"))
+  assert robust.path != raw.path and len(list(tmp_path.glob("data_*"))) == 1
+  index = {k: json.loads((st.path / "index.json").read_text())["preprocessing"]
+           for k, st in (("robust", robust), ("none", raw))}
+  assert (index["robust"]["normalise"], index["robust"]["dtype"]) == ("robust", "float16")
+  assert (index["none"]["normalise"], index["none"]["dtype"]) == ("none", "float32")
+  a, b = robust.get_batch(np.arange(len(robust))), raw.get_batch(np.arange(len(raw)))
+  assert np.abs(np.median(a["bas"])) < 1.0 and np.all(np.isfinite(b["resp"]))
+  assert np.nanmax(np.abs(b["resp"])) > 50.0  # SpO2 in %, airflow in a.u.: not normalised
+  with pytest.raises(ValueError, match="normalise"):
+    evidence.run(dataclasses.replace(s, normalise="zscore"))
