@@ -156,7 +156,6 @@ def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
                   f"untrained:{os.path.abspath(checkpoint)}", check_features(features))
 
 
-
 def calibrate_untrained(embedder: Embedder, store: str | WindowStore, windows: Sequence[int],
                         *, batches: int, batch_size: int = 32, seed: int = 0) -> Embedder:
   """Estimates an untrained embedder's BatchNorm running statistics from data, in place.

@@ -7,7 +7,8 @@ computes on each batch (mean, unbiased variance): what PyTorch's BatchNorm keeps
 
 Its use here is a control: an encoder with random weights keeps its initial running statistics
 (mean 0, variance 1), under which an eval-mode forward pass does not normalise at all; calibrated,
-the same random encoder normalises every layer as training mode does (`export.untrained_embedder`).
+the same random encoder normalises every layer as training mode does
+(`export.calibrate_untrained`).
 """
 
 from __future__ import annotations
