@@ -82,7 +82,6 @@ def main(argv):
         store = WindowStore(_STORE.value)
         windows = runs.part_windows(runs.run_splits(_CKPT.value), store, "pretrain")
         export.calibrate_untrained(source, store, windows, batches=_CALIBRATE.value,
-                                   batch_size=int(source.meta["config"]["batch_size"]),
                                    seed=_UNTRAINED.value)
     else:
       source = export.load_embedder(_CKPT.value, batch_size=_BATCH.value, dtype=_DTYPE.value,

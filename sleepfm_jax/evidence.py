@@ -300,15 +300,13 @@ def untrained(run: pathlib.Path, seed: int, dtype: str = "", features: str = "em
 
 def calibrated(run: pathlib.Path, store: str, seed: int, s: Settings):
   """The untrained encoders of `untrained`, with BN statistics estimated on `s.calibrated_control`
-  batches of the run's pretraining windows (drawn with `seed`)."""
+  batches (of the run's batch size) of the run's pretraining windows (drawn with `seed`)."""
   from sleepfm_jax import export  # pylint: disable=import-outside-toplevel
   from sleepfm_jax.training import runs as runs_lib  # pylint: disable=import-outside-toplevel
 
-  batch_size = int(json.loads((run / "config.json").read_text())["config"]["batch_size"])
   windows = runs_lib.part_windows(runs_lib.run_splits(str(run)), WindowStore(store), "pretrain")
   return export.calibrate_untrained(untrained(run, seed, s.forward_dtype, s.features), store,
-                                    windows, batches=s.calibrated_control,
-                                    batch_size=batch_size, seed=seed)
+                                    windows, batches=s.calibrated_control, seed=seed)
 
 
 def _retrieval(path: pathlib.Path, s: Settings, compute: Callable[[], list[dict]]) -> list[dict]:

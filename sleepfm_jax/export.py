@@ -157,12 +157,13 @@ def untrained_embedder(checkpoint: str, *, seed: int = 0, batch_size: int = 64,
 
 
 def calibrate_untrained(embedder: Embedder, store: str | WindowStore, windows: Sequence[int],
-                        *, batches: int, batch_size: int = 32, seed: int = 0) -> Embedder:
+                        *, batches: int, batch_size: int | None = None,
+                        seed: int = 0) -> Embedder:
   """Estimates an untrained embedder's BatchNorm running statistics from data, in place.
 
-  Draws `batches` x `batch_size` of the given store `windows` at random (without replacement,
-  `seed`): a run's pretraining windows (`runs.part_windows`), never the windows the probes are
-  scored on. Every BN layer's running statistics become the average of its train-mode batch
+  Draws `batches` x `batch_size` (default: the run's pretraining batch size) of the given store
+  `windows` at random (without replacement, `seed`): a run's pretraining windows
+  (`runs.part_windows`), never the windows the probes are scored on. Every BN layer's running statistics become the average of its train-mode batch
   statistics (`models.batch_stats.calibrate_batch_stats`). The weights stay random: the
   "calibrated untrained" control, beside `untrained_embedder`'s initial statistics
   (docs/results.md §13).
@@ -171,6 +172,8 @@ def calibrate_untrained(embedder: Embedder, store: str | WindowStore, windows: S
   if "untrained_seed" not in embedder.meta:
     raise ValueError(f"{embedder.checkpoint}: only an untrained embedder is calibrated here (a "
                      "trained one keeps the running statistics its training estimated)")
+  if batch_size is None:
+    batch_size = int(embedder.meta["config"]["batch_size"])
   if batches < 1 or batch_size < 1:
     raise ValueError(f"batches and batch_size must be positive, got {batches}, {batch_size}")
   pool = np.asarray(windows, np.int64).reshape(-1)

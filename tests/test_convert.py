@@ -44,6 +44,25 @@ def _torch_model(c_in, seed, length=512, **kw):
   return model
 
 
+def _dropout_free_pair(seed):
+  """A torch EffNet-1D (`SMALL`, 3 channels) and the JAX one with its weights, dropout off in
+  both (dropout masks cannot match across frameworks)."""
+  tmodel = _torch_model(3, seed=seed, **SMALL)
+  for module in tmodel.modules():
+    if isinstance(module, torch.nn.Dropout):
+      module.p = 0.0
+  jmodel = EffNet1D(3, rngs=nnx.Rngs(0), dropout=0.0, **SMALL)
+  convert.load_torch_weights(jmodel, tmodel.state_dict())
+  return tmodel, jmodel
+
+
+def _at(tree, path):
+  """The entry of a nested dict at an nnx state path."""
+  for p in path:
+    tree = tree[p]
+  return tree
+
+
 def _torch_forward(model, x, train=False):
   model.train(train)
   with torch.no_grad():
@@ -82,12 +101,7 @@ def test_calibrated_running_statistics_match_pytorch_cumulative_averaging():
   statistics (every BN layer, dropout off in both), hence the same eval-mode embeddings."""
   from sleepfm_jax.models.batch_stats import calibrate_batch_stats  # pylint: disable=import-outside-toplevel
 
-  tmodel = _torch_model(3, seed=11, **SMALL)
-  for module in tmodel.modules():  # dropout masks cannot match across frameworks
-    if isinstance(module, torch.nn.Dropout):
-      module.p = 0.0
-  jmodel = EffNet1D(3, rngs=nnx.Rngs(0), dropout=0.0, **SMALL)
-  convert.load_torch_weights(jmodel, tmodel.state_dict())
+  tmodel, jmodel = _dropout_free_pair(11)
   rng = np.random.default_rng(11)
   xs = [(rng.normal(size=(4, 3, 512)) * s).astype(np.float32) for s in (30.0, 3.0, 10.0)]
   torch_reference.calibrate_batch_stats(tmodel, *(torch.from_numpy(x) for x in xs))
@@ -96,10 +110,8 @@ def test_calibrated_running_statistics_match_pytorch_cumulative_averaging():
   flat = dict(nnx.to_flat_state(nnx.state(jmodel, nnx.BatchStat)))
   assert len(flat) == 2 * (1 + 2 * sum(SMALL["depths"]) + len(SMALL["depths"]))
   for path, var in flat.items():
-    want = want_sd
-    for p in path:
-      want = want[p]
-    np.testing.assert_allclose(np.asarray(var[...]), want, rtol=2e-4, atol=1e-6, err_msg=str(path))
+    np.testing.assert_allclose(np.asarray(var[...]), _at(want_sd, path), rtol=2e-4, atol=1e-6,
+                               err_msg=str(path))
   x = (rng.normal(size=(2, 3, 512)) * 10.0).astype(np.float32)
   y_torch = _torch_forward(tmodel, x)
   np.testing.assert_allclose(np.asarray(apply(jmodel, jnp.asarray(x), False)), y_torch,
@@ -107,12 +119,7 @@ def test_calibrated_running_statistics_match_pytorch_cumulative_averaging():
 
 
 def test_train_mode_batch_statistics_and_gradients_match_pytorch():
-  tmodel = _torch_model(3, seed=7, **SMALL)
-  for module in tmodel.modules():  # dropout masks cannot match across frameworks
-    if isinstance(module, torch.nn.Dropout):
-      module.p = 0.0
-  jmodel = EffNet1D(3, rngs=nnx.Rngs(0), dropout=0.0, **SMALL)
-  convert.load_torch_weights(jmodel, tmodel.state_dict())
+  tmodel, jmodel = _dropout_free_pair(7)
   x = np.random.default_rng(7).normal(size=(4, 3, 512)).astype(np.float32)
 
   tmodel.train()
@@ -140,10 +147,7 @@ def test_train_mode_batch_statistics_and_gradients_match_pytorch():
   flat_stats = dict(nnx.to_flat_state(stats))
   assert len(flat_stats) == 2 * (1 + 2 * sum(SMALL["depths"]) + len(SMALL["depths"]))  # mean, var
   for path, var in flat_stats.items():
-    want = updated
-    for p in path:
-      want = want[p]
-    np.testing.assert_allclose(np.asarray(var[...]), want, rtol=1e-4, atol=1e-6,
+    np.testing.assert_allclose(np.asarray(var[...]), _at(updated, path), rtol=1e-4, atol=1e-6,
                                err_msg=str(path))
 
   # Gradients: convert torch's .grad tensors with the same key map and compare every Param.
@@ -152,12 +156,7 @@ def test_train_mode_batch_statistics_and_gradients_match_pytorch():
   torch_grads = convert.torch_state_dict_to_nnx(jmodel, grad_sd)
   flat_grads = dict(nnx.to_flat_state(grads))
   assert len(flat_grads) == len(list(tmodel.parameters()))
-  wants = {}
-  for path in flat_grads:
-    want = torch_grads
-    for p in path:
-      want = want[p]
-    wants[path] = want
+  wants = {path: _at(torch_grads, path) for path in flat_grads}
   # Biases of convolutions followed by train-mode BN have a true gradient of 0 (BN removes
   # constants), so both frameworks give rounding noise there: errors are judged per tensor
   # relative to its own norm, with a floor relative to the largest gradient.
