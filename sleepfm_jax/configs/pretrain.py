@@ -118,7 +118,7 @@ def get_config(arg: str = "demo") -> ml_collections.ConfigDict:
     _short_cpu_run(c, steps=600)
   elif opts.preset == "paper":
     c.data.store = "runs/paper/stores/paper"
-    # "block:2" on CPU (the paper-shaped step's peak host memory below the original's), "none"
+    # "block:1" on CPU (the paper-shaped step's peak host memory below the original's), "none"
     # on accelerators: models/effnet1d.py, resolve_remat.
     c.model.remat = "auto"
     # bfloat16 compute on accelerators, float32 on CPU (no bfloat16 arithmetic there):

@@ -514,11 +514,12 @@ class MBConv(nnx.Module):
     return self.bn(x, train=train)
 
 
-# What remat="auto" means on a CPU backend: the first two stages recompute. On the paper-shaped
-# step this kept the trainer's peak host RSS below the original PyTorch code's at batch 32 and 64
-# (4.98 vs 6.59 GiB, 9.0 vs 12.7 GiB) for 1-6 % more time per step than "none"
-# (docs/performance.md, "Memory"). Accelerators hold activations in device memory: "none" there.
-CPU_REMAT = "block:2"
+# What remat="auto" means on a CPU backend: the first stage recomputes. On the paper-shaped step
+# this kept the trainer's peak host RSS below the original PyTorch code's at batch 32 and 64
+# (5.86 vs 6.35 GiB, 10.7 vs 12.5 GiB) at the step time of "none" (+2 % at batch 32, -6 % at 64;
+# "block:2" saved more memory but cost 8-10 % per step; docs/performance.md, "Memory").
+# Accelerators hold activations in device memory: "none" there.
+CPU_REMAT = "block:1"
 
 
 def resolve_remat(remat: str, backend: str | None = None) -> str:
