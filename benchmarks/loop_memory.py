@@ -14,7 +14,9 @@ set, `hostmem.run_cpu_computations_inline`) with JAX's default asynchronous disp
 inline dispatch removes is a race: it shows in some processes, not all). `--release=on,off`
 compares the loop giving back stranded heap memory between steps (its default on CPU,
 `hostmem.StrandedMemory`) with not doing so; each row has glibc's heap statistics after the
-first step and at the end (`hostmem.heap_stats`).
+first step and at the end (`hostmem.heap_stats`), and the first step's own peak
+(`first_step_peak_rss_gib`: with the release on, what compilation left stranded is given back
+before that step runs, as `Loop.run` does).
 """
 
 from __future__ import annotations
@@ -46,7 +48,12 @@ def child(remat: str, batch: int, steps: int, limit: int, release: bool) -> dict
   loop = Loop(total_steps=steps, batch_size=batch, log_every=steps, learning_rate=lambda k: 0.0,
               transfer_guard=False, progress=False, max_in_flight=limit,
               release_stranded=None if release else False)
-  step()  # compiled and run once, as the loop's first step would be, and then (as the loop does)
+  if loop.release_stranded is not None:  # as Loop.run does between compiling and running step 1
+    loop.release_stranded()
+  with common.RssSampler() as first:  # step 1 (compiled ahead); then, as the loop does, the
+    t = time.perf_counter()           # stranded memory given back
+    step()
+    first_s = time.perf_counter() - t
   heap_before = hostmem.heap_stats()
   if loop.release_stranded is not None:
     loop.release_stranded()
@@ -63,6 +70,8 @@ def child(remat: str, batch: int, steps: int, limit: int, release: bool) -> dict
   return {"remat": remat, "batch": batch, "max_in_flight": limit, "steps": steps,
           "inline": not jax.config.values["jax_cpu_enable_async_dispatch"],
           "temp_gib": round(step.compiled.memory_analysis().temp_size_in_bytes / 1024.0 ** 3, 2),
+          "first_step_peak_rss_gib": round(first.peak_mib / 1024.0, 2),
+          "first_step_s": round(first_s, 3),
           "rss_before_gib": round(rss.start_mib / 1024.0, 2),
           "peak_rss_gib": round(rss.peak_mib / 1024.0, 2), "step_s": round(step_s, 3),
           # per step: meaningful with max_in_flight=1 (a step ends before the next is dispatched)
