@@ -30,6 +30,7 @@ import time
 import common
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))  # the experiments import the package from here
 
 
 def build_store(scratch: pathlib.Path, subjects: int, hours: float) -> pathlib.Path:
@@ -37,12 +38,11 @@ def build_store(scratch: pathlib.Path, subjects: int, hours: float) -> pathlib.P
   raw, store = scratch / "synthetic", scratch / "store"
   if (store / "index.json").exists():  # written last, when the store is complete
     return store
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
   subprocess.run([sys.executable, str(ROOT / "experiments/make_synthetic.py"), f"--out={raw}",
                   f"--subjects={subjects}", f"--hours={hours:g}", "--workers=2"],
-                 check=True, env=env)
+                 check=True, env=ENV)
   subprocess.run([sys.executable, str(ROOT / "experiments/preprocess.py"), "--config=paper",
-                  f"--input={raw}", f"--out={store}", "--noprogress"], check=True, env=env)
+                  f"--input={raw}", f"--out={store}", "--noprogress"], check=True, env=ENV)
   return store
 
 
@@ -54,9 +54,8 @@ def run_cli(store: pathlib.Path, remat: str, steps: int, batch: int) -> dict:
            f"--config.batch_size={batch}", f"--config.stop_at_step={steps}",
            "--config.log_every=1", "--config.eval_every=1000", "--compilation_cache=none",
            f"--workdir={workdir}"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's

@@ -51,8 +51,6 @@ def test_on_cpu_the_first_step_is_compiled_then_stranded_memory_released_then_ru
   events = []
 
   class Recorder:  # stands in for hostmem.StrandedMemory, recording when it is called
-    released_gib = 0.0
-
     def __call__(self):
       events.append("release")
       return 0.0
